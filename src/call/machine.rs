@@ -1,0 +1,673 @@
+//! The call state machine: (call state, LiveKit event) -> (new state, VoiceKit events).
+//!
+//! LiveKit tells us about rooms, participants and egresses; VoiceKit customers want to
+//! hear about calls. This is where one becomes the other: when a call starts (the agent
+//! connects), when it ends and for how long, and when its recording is final. Ordering
+//! is decided here too: `call_finalized` waits for `call_ended`, which always follows
+//! `call_started`, however LiveKit's two queues interleave.
+
+use std::collections::BTreeSet;
+
+use serde::{Deserialize, Serialize};
+
+use super::voicekit::{
+    CallEndedData, CallFinalizedData, CallStartedData, EgressInfoData, VoiceKitEvent,
+    duration_minutes,
+};
+use crate::{
+    config::Workflow,
+    livekit::event::{EgressInfo, WebhookEvent},
+};
+
+/// Everything the bridge remembers about one call (one LiveKit room instance).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CallState {
+    pub call_id: i64,
+    pub call_slug: String,
+    pub workflow_id: i64,
+    pub workflow_slug: String,
+    pub organization_id: i64,
+    pub room_sid: String,
+    pub room_name: String,
+    pub room_created_at_ms: Option<i64>,
+    pub metadata_phone: Option<String>,
+    pub sip_phone: Option<String>,
+    /// Participants in the room now, egress recorders excluded.
+    pub present: BTreeSet<String>,
+    pub last_left_at_ms: Option<i64>,
+    pub started_at_ms: Option<i64>,
+    pub ended_at_ms: Option<i64>,
+    pub duration_seconds: Option<i64>,
+    /// Egresses seen for this room, for reconciling one whose end never arrives.
+    pub egress_ids: BTreeSet<String>,
+    /// The first egress to end; it decides `call_finalized`.
+    pub egress: Option<EgressOutcome>,
+    pub finalized: bool,
+}
+
+/// How the call's recording ended, as far as `call_finalized` needs to know.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EgressOutcome {
+    pub at_ms: i64,
+    pub info: EgressInfoData,
+    pub file: Option<RecordingFile>,
+}
+
+/// A recording the egress says it uploaded, to be confirmed and turned into a URL.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecordingFile {
+    pub filename: String,
+    pub location: String,
+}
+
+/// What the call wants sent; `recording` is set on `call_finalized` when a URL must be
+/// published for a file before delivery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Emitted {
+    pub event: VoiceKitEvent,
+    pub recording: Option<RecordingFile>,
+}
+
+/// The result of applying one LiveKit event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transition {
+    pub state: CallState,
+    pub emitted: Vec<Emitted>,
+}
+
+/// The room's phase, for listing calls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    Waiting,
+    InProgress,
+    Ended,
+    Finalized,
+}
+
+impl Phase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Waiting => "waiting",
+            Phase::InProgress => "in_progress",
+            Phase::Ended => "ended",
+            Phase::Finalized => "finalized",
+        }
+    }
+}
+
+impl CallState {
+    /// A new call for a room, before any event is applied.
+    pub fn new(
+        call_id: i64,
+        call_slug: String,
+        workflow: &Workflow,
+        room_sid: &str,
+        room_name: &str,
+    ) -> CallState {
+        CallState {
+            call_id,
+            call_slug,
+            workflow_id: workflow.id,
+            workflow_slug: workflow.slug.clone(),
+            organization_id: workflow.organization_id,
+            room_sid: room_sid.to_owned(),
+            room_name: room_name.to_owned(),
+            room_created_at_ms: None,
+            metadata_phone: None,
+            sip_phone: None,
+            present: BTreeSet::new(),
+            last_left_at_ms: None,
+            started_at_ms: None,
+            ended_at_ms: None,
+            duration_seconds: None,
+            egress_ids: BTreeSet::new(),
+            egress: None,
+            finalized: false,
+        }
+    }
+
+    pub fn phase(&self) -> Phase {
+        match (self.started_at_ms, self.ended_at_ms, self.finalized) {
+            (_, _, true) => Phase::Finalized,
+            (_, Some(_), false) => Phase::Ended,
+            (Some(_), None, false) => Phase::InProgress,
+            (None, None, false) => Phase::Waiting,
+        }
+    }
+
+    /// The SIP caller's number when one is in the room, else the room metadata's.
+    pub fn phone_number(&self) -> Option<String> {
+        self.sip_phone
+            .clone()
+            .or_else(|| self.metadata_phone.clone())
+    }
+
+    /// Applies one LiveKit event. Events that do not matter leave the state as it was.
+    pub fn apply(mut self, event: &WebhookEvent) -> Transition {
+        let mut emitted = Vec::new();
+        let at_ms = event.created_at_ms();
+
+        if let Some(room) = &event.room {
+            if self.room_created_at_ms.is_none() {
+                self.room_created_at_ms = room.created_at_ms();
+            }
+            if let Some(phone) = super::workflow::metadata_phone_number(&room.metadata) {
+                self.metadata_phone = Some(phone);
+            }
+        }
+
+        match event.event.as_str() {
+            "participant_joined" if self.ended_at_ms.is_none() => {
+                if let Some(p) = &event.participant {
+                    match p.kind() {
+                        "EGRESS" => {}
+                        kind => {
+                            self.present.insert(p.sid.clone());
+                            if kind == "SIP" && self.sip_phone.is_none() {
+                                self.sip_phone = p
+                                    .attributes
+                                    .get("sip.phoneNumber")
+                                    .filter(|n| !n.is_empty())
+                                    .cloned();
+                            }
+                            if kind == "AGENT" && self.started_at_ms.is_none() {
+                                if let Some(start) = p.joined_at_ms().or(at_ms) {
+                                    emitted.push(self.start(start));
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            "participant_left" | "participant_connection_aborted" if self.ended_at_ms.is_none() => {
+                if let Some(p) = event.participant.as_ref().filter(|p| p.kind() != "EGRESS") {
+                    self.present.remove(&p.sid);
+                    if let Some(left) = at_ms {
+                        self.last_left_at_ms =
+                            Some(self.last_left_at_ms.map_or(left, |l| l.max(left)));
+                    }
+                }
+            }
+            "room_finished" if self.ended_at_ms.is_none() => {
+                let finished = at_ms
+                    .or(self.last_left_at_ms)
+                    .or(self.room_created_at_ms)
+                    .unwrap_or(0);
+                if self.started_at_ms.is_none() {
+                    // No agent ever joined: the call still started, when the room did.
+                    emitted.push(self.start(self.room_created_at_ms.unwrap_or(finished)));
+                }
+                let end = match self.last_left_at_ms {
+                    Some(left) if self.present.is_empty() => left,
+                    _ => finished,
+                };
+                emitted.push(self.end(end));
+                emitted.extend(self.finalize());
+            }
+            "egress_started" | "egress_updated" => {
+                if let Some(info) = &event.egress_info {
+                    self.egress_ids.insert(info.egress_id.clone());
+                }
+            }
+            "egress_ended" => {
+                if let Some(info) = &event.egress_info {
+                    self.egress_ids.insert(info.egress_id.clone());
+                    if self.egress.is_none() {
+                        self.egress = Some(self.outcome(info, at_ms));
+                        emitted.extend(self.finalize());
+                    }
+                }
+            }
+            _ => {}
+        }
+        Transition {
+            state: self,
+            emitted,
+        }
+    }
+
+    fn start(&mut self, at_ms: i64) -> Emitted {
+        self.started_at_ms = Some(at_ms);
+        Emitted {
+            event: VoiceKitEvent::CallStarted {
+                at_ms,
+                data: CallStartedData {
+                    call_id: self.call_id,
+                    workflow_slug: self.workflow_slug.clone(),
+                    phone_number: self.phone_number(),
+                },
+            },
+            recording: None,
+        }
+    }
+
+    fn end(&mut self, end_ms: i64) -> Emitted {
+        let start = self.started_at_ms.unwrap_or(end_ms);
+        let end_ms = end_ms.max(start);
+        let seconds = (end_ms - start) / 1000;
+        self.ended_at_ms = Some(end_ms);
+        self.duration_seconds = Some(seconds);
+        Emitted {
+            event: VoiceKitEvent::CallEnded {
+                at_ms: end_ms,
+                data: CallEndedData {
+                    call_id: self.call_id,
+                    workflow_slug: self.workflow_slug.clone(),
+                    phone_number: self.phone_number(),
+                    duration_seconds: seconds,
+                    duration_minutes: duration_minutes(seconds),
+                },
+            },
+            recording: None,
+        }
+    }
+
+    /// `call_finalized`, once both the call has ended and its first egress has.
+    fn finalize(&mut self) -> Option<Emitted> {
+        if self.finalized || self.ended_at_ms.is_none() {
+            return None;
+        }
+        let outcome = self.egress.clone()?;
+        self.finalized = true;
+        Some(Emitted {
+            event: VoiceKitEvent::CallFinalized {
+                at_ms: outcome.at_ms,
+                data: CallFinalizedData {
+                    call_id: self.call_id,
+                    call_slug: self.call_slug.clone(),
+                    recording_url: None,
+                    workflow_id: self.workflow_id,
+                    organization_id: self.organization_id,
+                    egress_info: outcome.info,
+                },
+            },
+            recording: outcome.file,
+        })
+    }
+
+    fn outcome(&self, info: &EgressInfo, event_at_ms: Option<i64>) -> EgressOutcome {
+        let file = info.file();
+        let publishable = matches!(info.status(), "EGRESS_COMPLETE" | "EGRESS_LIMIT_REACHED");
+        let ns = |v: Option<i64>| v.unwrap_or(0).to_string();
+        let at_ms = info
+            .ended_at
+            .filter(|ns| *ns > 0)
+            .map(|ns| ns / 1_000_000)
+            .or(event_at_ms)
+            .or(self.ended_at_ms)
+            .unwrap_or(0);
+        EgressOutcome {
+            at_ms,
+            info: EgressInfoData {
+                egress_id: info.egress_id.clone(),
+                room_id: non_empty(&info.room_id)
+                    .unwrap_or(&self.room_sid)
+                    .to_owned(),
+                room_name: non_empty(&info.room_name)
+                    .unwrap_or(&self.room_name)
+                    .to_owned(),
+                status: info.status().to_owned(),
+                started_at: ns(info.started_at),
+                ended_at: ns(info.ended_at),
+                duration: ns(file.and_then(|f| f.duration)),
+                file_size: ns(file.and_then(|f| f.size)),
+                file_type: file.and_then(|f| {
+                    file_extension(&f.filename).or_else(|| file_extension(&f.location))
+                }),
+            },
+            file: file.filter(|_| publishable).map(|f| RecordingFile {
+                filename: f.filename.clone(),
+                location: f.location.clone(),
+            }),
+        }
+    }
+}
+
+fn non_empty(s: &str) -> Option<&str> {
+    Some(s).filter(|s| !s.is_empty())
+}
+
+/// `ogg` for `recordings/room/2025-10-23T154929.ogg` (query strings ignored).
+fn file_extension(path: &str) -> Option<String> {
+    let path = path.split(['?', '#']).next()?;
+    let name = path.rsplit('/').next()?;
+    let (stem, ext) = name.rsplit_once('.')?;
+    (!stem.is_empty() && !ext.is_empty() && ext.chars().all(|c| c.is_ascii_alphanumeric()))
+        .then(|| ext.to_ascii_lowercase())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::call::voicekit::EventKind;
+    use serde_json::json;
+
+    fn workflow() -> Workflow {
+        Workflow {
+            id: 456,
+            slug: "customer-support".into(),
+            organization_id: 789,
+            events_webhook_url: "http://127.0.0.1:1/".into(),
+            call_started_hook: None,
+            room_pattern: None,
+        }
+    }
+
+    const ROOM: &str = "RM_kfWfYGzHvVYy";
+    const START_MS: i64 = 1_761_234_567_123;
+
+    fn call() -> CallState {
+        CallState::new(
+            123,
+            "abc12345".into(),
+            &workflow(),
+            ROOM,
+            "VOICEKIT_workflow_abc12345_8453",
+        )
+    }
+
+    fn room() -> serde_json::Value {
+        json!({"sid": ROOM, "name": "VOICEKIT_workflow_abc12345_8453",
+               "creationTime": (START_MS / 1000).to_string(), "creationTimeMs": START_MS.to_string()})
+    }
+
+    fn ev(value: serde_json::Value) -> WebhookEvent {
+        serde_json::from_value(value).unwrap()
+    }
+
+    fn joined(sid: &str, kind: Option<&str>, joined_ms: i64) -> WebhookEvent {
+        let mut p = json!({"sid": sid, "identity": sid, "joinedAtMs": joined_ms.to_string(),
+                           "attributes": {"sip.phoneNumber": "+15551230001"}});
+        if let Some(k) = kind {
+            p["kind"] = json!(k);
+        }
+        ev(
+            json!({"event": "participant_joined", "room": room(), "participant": p,
+                  "createdAt": (joined_ms / 1000).to_string()}),
+        )
+    }
+
+    fn left(sid: &str, kind: Option<&str>, at_s: i64) -> WebhookEvent {
+        let mut p = json!({"sid": sid});
+        if let Some(k) = kind {
+            p["kind"] = json!(k);
+        }
+        ev(
+            json!({"event": "participant_left", "room": room(), "participant": p,
+                  "createdAt": at_s.to_string()}),
+        )
+    }
+
+    fn finished(at_s: i64) -> WebhookEvent {
+        ev(json!({"event": "room_finished", "room": room(), "createdAt": at_s.to_string()}))
+    }
+
+    fn egress_ended(status: &str, with_file: bool) -> WebhookEvent {
+        let mut info = json!({"egressId": "EG_dmi8xHQYNX6r", "roomId": ROOM,
+            "roomName": "VOICEKIT_workflow_abc12345_8453", "status": status,
+            "startedAt": "1749599674369480049", "endedAt": "1749599765791839485"});
+        if with_file {
+            info["fileResults"] = json!([{"filename": "rec/a.ogg", "duration": "88756989820",
+                "size": "1442477", "location": "https://b.s3.amazonaws.com/rec/a.ogg"}]);
+        }
+        ev(
+            json!({"event": "egress_ended", "room": {"sid": ROOM}, "egressInfo": info,
+                  "createdAt": "1749599766"}),
+        )
+    }
+
+    /// Applies events in order, collecting everything emitted.
+    fn run(events: &[WebhookEvent]) -> (CallState, Vec<Emitted>) {
+        let mut state = call();
+        let mut out = Vec::new();
+        for e in events {
+            let t = state.apply(e);
+            state = t.state;
+            out.extend(t.emitted);
+        }
+        (state, out)
+    }
+
+    fn kinds(out: &[Emitted]) -> Vec<EventKind> {
+        out.iter().map(|e| e.event.kind()).collect()
+    }
+
+    fn duration_of(out: &[Emitted]) -> (i64, i64) {
+        out.iter()
+            .find_map(|e| match &e.event {
+                VoiceKitEvent::CallEnded { data, .. } => {
+                    Some((data.duration_seconds, data.duration_minutes))
+                }
+                _ => None,
+            })
+            .expect("call_ended emitted")
+    }
+
+    /// A call whose agent joins at START and whose last participant leaves `secs` later.
+    fn call_lasting(secs: i64) -> Vec<Emitted> {
+        let agent_ms = START_MS + 877; // a whole second boundary: 1761234568000
+        let (_, out) = run(&[
+            joined("PA_agent", Some("AGENT"), agent_ms),
+            left("PA_agent", Some("AGENT"), agent_ms / 1000 + secs),
+            finished(agent_ms / 1000 + secs + 20),
+        ]);
+        out
+    }
+
+    #[test]
+    fn durations_round_up_to_whole_minutes_with_a_minimum_of_one() {
+        for (secs, minutes) in [(0, 1), (59, 1), (60, 1), (61, 2), (150, 3)] {
+            assert_eq!(
+                duration_of(&call_lasting(secs)),
+                (secs, minutes),
+                "{secs} s"
+            );
+        }
+    }
+
+    #[test]
+    fn a_full_call_emits_started_ended_finalized_in_order() {
+        let (state, out) = run(&[
+            ev(json!({"event": "room_started", "room": room(), "createdAt": "1761234567"})),
+            joined("PA_sip", Some("SIP"), START_MS + 1_333),
+            joined("PA_agent", Some("AGENT"), START_MS + 2_000),
+            left("PA_sip", Some("SIP"), 1_761_234_717),
+            left("PA_agent", Some("AGENT"), 1_761_234_718),
+            finished(1_761_234_740),
+            egress_ended("EGRESS_COMPLETE", true),
+        ]);
+        assert_eq!(
+            kinds(&out),
+            [
+                EventKind::CallStarted,
+                EventKind::CallEnded,
+                EventKind::CallFinalized
+            ]
+        );
+        let VoiceKitEvent::CallStarted { at_ms, data } = &out[0].event else {
+            panic!()
+        };
+        assert_eq!(*at_ms, START_MS + 2_000);
+        assert_eq!(data.phone_number.as_deref(), Some("+15551230001"));
+        // Ends when the last participant left, not when the room closed.
+        assert_eq!(duration_of(&out).0, 148);
+        assert_eq!(out[2].recording.as_ref().unwrap().filename, "rec/a.ogg");
+        assert_eq!(state.phase(), Phase::Finalized);
+    }
+
+    #[test]
+    fn egress_before_room_finished_waits_for_call_ended() {
+        let (_, out) = run(&[
+            joined("PA_agent", Some("AGENT"), START_MS),
+            egress_ended("EGRESS_COMPLETE", true),
+        ]);
+        assert_eq!(kinds(&out), [EventKind::CallStarted]);
+        let (_, out) = run(&[
+            joined("PA_agent", Some("AGENT"), START_MS),
+            egress_ended("EGRESS_COMPLETE", true),
+            finished(START_MS / 1000 + 30),
+        ]);
+        assert_eq!(
+            kinds(&out),
+            [
+                EventKind::CallStarted,
+                EventKind::CallEnded,
+                EventKind::CallFinalized
+            ]
+        );
+    }
+
+    #[test]
+    fn duplicates_change_nothing() {
+        let agent = joined("PA_agent", Some("AGENT"), START_MS);
+        let (_, out) = run(&[
+            agent.clone(),
+            agent,
+            finished(START_MS / 1000 + 10),
+            finished(START_MS / 1000 + 99),
+            egress_ended("EGRESS_COMPLETE", true),
+            egress_ended("EGRESS_FAILED", false),
+        ]);
+        assert_eq!(
+            kinds(&out),
+            [
+                EventKind::CallStarted,
+                EventKind::CallEnded,
+                EventKind::CallFinalized
+            ]
+        );
+        let VoiceKitEvent::CallFinalized { data, .. } = &out[2].event else {
+            panic!()
+        };
+        assert_eq!(
+            data.egress_info.status, "EGRESS_COMPLETE",
+            "first egress decides"
+        );
+    }
+
+    #[test]
+    fn failed_egress_finalizes_without_recording() {
+        let (_, out) = run(&[
+            joined("PA_agent", Some("AGENT"), START_MS),
+            finished(START_MS / 1000 + 10),
+            egress_ended("EGRESS_FAILED", true),
+        ]);
+        assert_eq!(out.len(), 3);
+        assert_eq!(
+            out[2].recording, None,
+            "FAILED publishes no URL even with a file"
+        );
+        let VoiceKitEvent::CallFinalized { at_ms, data } = &out[2].event else {
+            panic!()
+        };
+        assert_eq!(*at_ms, 1_749_599_765_791);
+        assert_eq!(data.egress_info.status, "EGRESS_FAILED");
+        assert_eq!(data.egress_info.file_type.as_deref(), Some("ogg"));
+        assert_eq!(data.egress_info.duration, "88756989820");
+
+        let (_, out) = run(&[
+            finished(START_MS / 1000 + 10),
+            egress_ended("EGRESS_ABORTED", false),
+        ]);
+        let VoiceKitEvent::CallFinalized { data, .. } = &out[2].event else {
+            panic!()
+        };
+        assert_eq!(
+            (
+                data.egress_info.file_size.as_str(),
+                data.egress_info.file_type.as_deref()
+            ),
+            ("0", None)
+        );
+        assert_eq!(out[2].recording, None);
+    }
+
+    #[test]
+    fn limit_reached_with_a_file_publishes_it() {
+        let (_, out) = run(&[
+            finished(START_MS / 1000 + 10),
+            egress_ended("EGRESS_LIMIT_REACHED", true),
+        ]);
+        assert!(out[2].recording.is_some());
+    }
+
+    #[test]
+    fn no_agent_still_starts_at_room_creation_before_ending() {
+        let (_, out) = run(&[
+            ev(json!({"event": "room_started", "room": room(), "createdAt": "1761234567"})),
+            joined("PA_sip", Some("SIP"), START_MS + 500),
+            left("PA_sip", Some("SIP"), START_MS / 1000 + 45),
+            finished(START_MS / 1000 + 70),
+        ]);
+        assert_eq!(kinds(&out), [EventKind::CallStarted, EventKind::CallEnded]);
+        let VoiceKitEvent::CallStarted { at_ms, .. } = &out[0].event else {
+            panic!()
+        };
+        assert_eq!(*at_ms, START_MS);
+        assert_eq!(duration_of(&out), (44, 1));
+    }
+
+    #[test]
+    fn egress_participants_do_not_hold_the_call_open() {
+        let (_, out) = run(&[
+            joined("PA_agent", Some("AGENT"), START_MS),
+            joined("EG_rec", Some("EGRESS"), START_MS + 100),
+            left("PA_agent", Some("AGENT"), START_MS / 1000 + 61),
+            finished(START_MS / 1000 + 200),
+        ]);
+        assert_eq!(duration_of(&out), (60, 1));
+    }
+
+    #[test]
+    fn participant_still_present_at_room_finished_ends_at_room_finished() {
+        let (_, out) = run(&[
+            joined("PA_agent", Some("AGENT"), START_MS),
+            joined("PA_sip", Some("SIP"), START_MS),
+            left("PA_sip", Some("SIP"), START_MS / 1000 + 10),
+            finished(START_MS / 1000 + 100),
+        ]);
+        assert_eq!(duration_of(&out).0, 99);
+    }
+
+    #[test]
+    fn phone_number_falls_back_to_metadata_then_null() {
+        let mut r = room();
+        r["metadata"] = json!(r#"{"phone_number":"+15559990000"}"#);
+        let (_, out) = run(&[ev(json!({"event": "participant_joined", "room": r,
+            "participant": {"sid": "PA_agent", "kind": "AGENT", "joinedAtMs": START_MS.to_string()}}))]);
+        let VoiceKitEvent::CallStarted { data, .. } = &out[0].event else {
+            panic!()
+        };
+        assert_eq!(data.phone_number.as_deref(), Some("+15559990000"));
+        let (_, out) = run(&[ev(json!({"event": "participant_joined", "room": room(),
+            "participant": {"sid": "PA_agent", "kind": "AGENT", "joinedAtMs": START_MS.to_string()}}))]);
+        let VoiceKitEvent::CallStarted { data, .. } = &out[0].event else {
+            panic!()
+        };
+        assert_eq!(data.phone_number, None);
+    }
+
+    #[test]
+    fn unknown_events_change_nothing() {
+        let before = call();
+        let t = before.clone().apply(&ev(
+            json!({"event": "track_published", "room": {"sid": ROOM}}),
+        ));
+        assert_eq!(t.emitted, vec![]);
+        let t2 = before.clone().apply(&ev(json!({"event": "something_new"})));
+        assert_eq!(t2.state, before);
+    }
+
+    #[test]
+    fn file_type_is_the_extension() {
+        assert_eq!(
+            file_extension("a/b/2025-10-23T154929.ogg").as_deref(),
+            Some("ogg")
+        );
+        assert_eq!(
+            file_extension("https://x/y.MP4?X-Amz=1").as_deref(),
+            Some("mp4")
+        );
+        assert_eq!(file_extension("noext"), None);
+    }
+}

@@ -1,0 +1,11 @@
+//! The domain: calls, the workflows they belong to and the VoiceKit events they emit.
+//!
+//! Everything here is pure (no I/O, no clock, no randomness), so every rule about
+//! durations, ordering and duplicates is tested with plain unit tests.
+
+pub mod machine;
+pub mod voicekit;
+pub mod workflow;
+
+pub use machine::{CallState, Transition};
+pub use voicekit::{EventKind, VoiceKitEvent};

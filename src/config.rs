@@ -1,0 +1,646 @@
+//! The one TOML file an operator writes, turned into typed settings.
+//!
+//! Parsing rejects unknown keys (a typo must not silently change behaviour) and
+//! validation names the offending key, so `check-config` can tell an operator exactly
+//! what to fix. Secrets may come inline, from files (systemd credentials) or from
+//! LiveKit's usual environment variables; they are never printed.
+
+use std::{
+    collections::HashSet,
+    fmt,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use regex::Regex;
+use serde::Deserialize;
+
+/// A configuration problem, naming the key at fault where there is one.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{key}: {reason}")]
+    Invalid { key: String, reason: String },
+}
+
+fn invalid(key: impl Into<String>, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.into(),
+        reason: reason.into(),
+    }
+}
+
+/// A secret string whose `Debug` never shows the value.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    server: ServerConfig,
+    #[serde(default)]
+    livekit: RawLiveKit,
+    #[serde(default)]
+    store: StoreConfig,
+    recordings: RecordingsConfig,
+    #[serde(default)]
+    delivery: DeliveryConfig,
+    #[serde(default)]
+    log: LogConfig,
+    #[serde(default)]
+    workflows: Vec<RawWorkflow>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    pub webhook_path: String,
+    pub max_body_bytes: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: "127.0.0.1:8787".parse().expect("valid default address"),
+            webhook_path: "/livekit/webhook".into(),
+            max_body_bytes: 1024 * 1024,
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLiveKit {
+    api_key: Option<String>,
+    api_secret: Option<String>,
+    api_secret_file: Option<PathBuf>,
+    url: Option<String>,
+    #[serde(default)]
+    extra_keys: Vec<RawKey>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawKey {
+    api_key: String,
+    api_secret: Option<String>,
+    api_secret_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    pub url: String,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            url: "sqlite://voicekit-bridge.db".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UrlMode {
+    Presigned,
+    Public,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecordingsConfig {
+    pub bucket: String,
+    #[serde(default = "default_region")]
+    pub region: String,
+    pub endpoint: Option<String>,
+    #[serde(default)]
+    pub force_path_style: bool,
+    #[serde(default = "default_url_mode")]
+    pub url_mode: UrlMode,
+    pub public_base_url: Option<String>,
+    #[serde(default = "default_presign_expiry")]
+    pub presign_expiry_secs: u64,
+    #[serde(default = "default_true")]
+    pub verify_object: bool,
+}
+
+fn default_region() -> String {
+    "us-east-1".into()
+}
+fn default_url_mode() -> UrlMode {
+    UrlMode::Presigned
+}
+fn default_presign_expiry() -> u64 {
+    604_800
+}
+fn default_true() -> bool {
+    true
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DeliveryConfig {
+    pub timeout_secs: f64,
+    /// Delay before each retry; after the last one a delivery is marked failed.
+    pub retry_schedule_secs: Vec<f64>,
+    /// How many deliveries may be in flight at once.
+    pub concurrency: usize,
+}
+
+impl Default for DeliveryConfig {
+    fn default() -> Self {
+        DeliveryConfig {
+            timeout_secs: 10.0,
+            retry_schedule_secs: vec![5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0],
+            concurrency: 16,
+        }
+    }
+}
+
+impl DeliveryConfig {
+    pub fn timeout(&self) -> Duration {
+        Duration::from_secs_f64(self.timeout_secs)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// A `tracing` filter such as `info` or `voicekit_bridge=debug`; `RUST_LOG` wins.
+    pub level: String,
+    pub format: LogFormat,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            level: "info".into(),
+            format: LogFormat::Text,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWorkflow {
+    id: i64,
+    slug: String,
+    organization_id: i64,
+    events_webhook_url: String,
+    call_started_hook: Option<String>,
+    room_pattern: Option<String>,
+}
+
+/// A VoiceKit workflow: where its calls' events go and which rooms belong to it.
+#[derive(Debug, Clone)]
+pub struct Workflow {
+    pub id: i64,
+    pub slug: String,
+    pub organization_id: i64,
+    pub events_webhook_url: String,
+    pub call_started_hook: Option<String>,
+    pub room_pattern: Option<Regex>,
+}
+
+/// One LiveKit API key and its secret; several may be valid during rotation.
+#[derive(Debug, Clone)]
+pub struct ApiKey {
+    pub key: String,
+    pub secret: Secret,
+}
+
+#[derive(Debug, Clone)]
+pub struct LiveKitConfig {
+    /// The first entry is the primary key, used when the bridge signs requests itself.
+    pub keys: Vec<ApiKey>,
+    pub url: Option<String>,
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub livekit: LiveKitConfig,
+    pub store: StoreConfig,
+    pub recordings: RecordingsConfig,
+    pub delivery: DeliveryConfig,
+    pub log: LogConfig,
+    pub workflows: Vec<Workflow>,
+}
+
+/// Where the environment may supply LiveKit credentials, as LiveKit's own tools read them.
+pub trait Env {
+    fn var(&self, name: &str) -> Option<String>;
+}
+
+/// The process environment.
+pub struct ProcessEnv;
+
+impl Env for ProcessEnv {
+    fn var(&self, name: &str) -> Option<String> {
+        std::env::var(name).ok().filter(|v| !v.is_empty())
+    }
+}
+
+impl Config {
+    /// Reads and validates the file at `path`.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Config::parse(&text, &ProcessEnv).map_err(|e| match e {
+            ConfigError::Parse { message, .. } => ConfigError::Parse {
+                path: path.to_owned(),
+                message,
+            },
+            other => other,
+        })
+    }
+
+    /// Parses and validates TOML text.
+    pub fn parse(text: &str, env: &dyn Env) -> Result<Config, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: PathBuf::from("<config>"),
+            message: e.to_string(),
+        })?;
+        raw.validate(env)
+    }
+}
+
+fn read_secret_file(key: &str, path: &Path) -> Result<Secret, ConfigError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| invalid(key, format!("cannot read {}: {e}", path.display())))?;
+    let value = text.trim_end_matches(['\n', '\r']).to_owned();
+    if value.is_empty() {
+        return Err(invalid(key, format!("{} is empty", path.display())));
+    }
+    Ok(Secret(value))
+}
+
+/// Picks the one secret source given for a key (inline or file), naming both keys on a clash.
+fn secret_from(
+    prefix: &str,
+    inline: Option<String>,
+    file: Option<PathBuf>,
+) -> Result<Option<Secret>, ConfigError> {
+    match (inline, file) {
+        (Some(_), Some(_)) => Err(invalid(
+            format!("{prefix}.api_secret"),
+            format!("set either api_secret or {prefix}.api_secret_file, not both"),
+        )),
+        (Some(s), None) if s.is_empty() => Err(invalid(format!("{prefix}.api_secret"), "is empty")),
+        (Some(s), None) => Ok(Some(Secret(s))),
+        (None, Some(path)) => {
+            read_secret_file(&format!("{prefix}.api_secret_file"), &path).map(Some)
+        }
+        (None, None) => Ok(None),
+    }
+}
+
+fn check_http_url(key: &str, value: &str) -> Result<(), ConfigError> {
+    let parsed = url::Url::parse(value).map_err(|e| invalid(key, format!("not a URL: {e}")))?;
+    if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
+        return Err(invalid(key, "must be an http:// or https:// URL"));
+    }
+    Ok(())
+}
+
+impl RawConfig {
+    fn validate(self, env: &dyn Env) -> Result<Config, ConfigError> {
+        if !self.server.webhook_path.starts_with('/') {
+            return Err(invalid("server.webhook_path", "must start with '/'"));
+        }
+        if self.server.max_body_bytes < 1024 {
+            return Err(invalid("server.max_body_bytes", "must be at least 1024"));
+        }
+
+        let livekit = self.livekit.validate(env)?;
+
+        if !self.store.url.starts_with("sqlite:") {
+            return Err(invalid(
+                "store.url",
+                "only sqlite://PATH is supported by this version",
+            ));
+        }
+
+        let rec = &self.recordings;
+        if rec.bucket.is_empty() {
+            return Err(invalid("recordings.bucket", "is empty"));
+        }
+        if let Some(endpoint) = &rec.endpoint {
+            check_http_url("recordings.endpoint", endpoint)?;
+        }
+        match (&rec.url_mode, &rec.public_base_url) {
+            (UrlMode::Public, None) => {
+                return Err(invalid(
+                    "recordings.public_base_url",
+                    "required when url_mode = \"public\"",
+                ));
+            }
+            (_, Some(base)) => check_http_url("recordings.public_base_url", base)?,
+            _ => {}
+        }
+        // SigV4 presigned URLs cannot outlive seven days.
+        if !(1..=604_800).contains(&rec.presign_expiry_secs) {
+            return Err(invalid(
+                "recordings.presign_expiry_secs",
+                "must be between 1 and 604800 (7 days, the SigV4 maximum)",
+            ));
+        }
+
+        let d = &self.delivery;
+        if !(d.timeout_secs > 0.0 && d.timeout_secs <= 300.0) {
+            return Err(invalid("delivery.timeout_secs", "must be in (0, 300]"));
+        }
+        if d.retry_schedule_secs
+            .iter()
+            .any(|s| !(*s >= 0.0 && *s <= 7.0 * 86400.0))
+        {
+            return Err(invalid(
+                "delivery.retry_schedule_secs",
+                "each delay must be between 0 and 604800 seconds",
+            ));
+        }
+        if d.concurrency == 0 {
+            return Err(invalid("delivery.concurrency", "must be at least 1"));
+        }
+        if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
+            return Err(invalid("log.level", "not a valid filter (e.g. \"info\")"));
+        }
+
+        let workflows = validate_workflows(self.workflows)?;
+
+        Ok(Config {
+            server: self.server,
+            livekit,
+            store: self.store,
+            recordings: self.recordings,
+            delivery: self.delivery,
+            log: self.log,
+            workflows,
+        })
+    }
+}
+
+impl RawLiveKit {
+    fn validate(self, env: &dyn Env) -> Result<LiveKitConfig, ConfigError> {
+        let api_key = self
+            .api_key
+            .or_else(|| env.var("LIVEKIT_API_KEY"))
+            .ok_or_else(|| invalid("livekit.api_key", "missing (or set LIVEKIT_API_KEY)"))?;
+        let secret = match secret_from("livekit", self.api_secret, self.api_secret_file)? {
+            Some(s) => s,
+            None => env.var("LIVEKIT_API_SECRET").map(Secret).ok_or_else(|| {
+                invalid(
+                    "livekit.api_secret",
+                    "missing (set api_secret, api_secret_file or LIVEKIT_API_SECRET)",
+                )
+            })?,
+        };
+        let mut keys = vec![ApiKey {
+            key: api_key,
+            secret,
+        }];
+        for (i, extra) in self.extra_keys.into_iter().enumerate() {
+            let prefix = format!("livekit.extra_keys[{i}]");
+            let secret = secret_from(&prefix, extra.api_secret, extra.api_secret_file)?
+                .ok_or_else(|| invalid(format!("{prefix}.api_secret"), "missing"))?;
+            keys.push(ApiKey {
+                key: extra.api_key,
+                secret,
+            });
+        }
+        let mut seen = HashSet::new();
+        for (i, k) in keys.iter().enumerate() {
+            if k.key.is_empty() {
+                return Err(invalid(format!("livekit key #{i}"), "api_key is empty"));
+            }
+            if !seen.insert(k.key.clone()) {
+                return Err(invalid(
+                    "livekit.extra_keys",
+                    format!("api_key {:?} appears twice", k.key),
+                ));
+            }
+        }
+        if let Some(url) = &self.url {
+            check_http_url("livekit.url", url)?;
+        }
+        Ok(LiveKitConfig {
+            keys,
+            url: self.url,
+        })
+    }
+}
+
+fn validate_workflows(raw: Vec<RawWorkflow>) -> Result<Vec<Workflow>, ConfigError> {
+    if raw.is_empty() {
+        return Err(invalid(
+            "workflows",
+            "at least one [[workflows]] entry is required",
+        ));
+    }
+    let mut ids = HashSet::new();
+    let mut slugs = HashSet::new();
+    let mut out = Vec::with_capacity(raw.len());
+    for (i, w) in raw.into_iter().enumerate() {
+        let key = |field: &str| format!("workflows[{i}].{field}");
+        if !ids.insert(w.id) {
+            return Err(invalid(key("id"), format!("id {} is used twice", w.id)));
+        }
+        if w.slug.is_empty() {
+            return Err(invalid(key("slug"), "is empty"));
+        }
+        if !slugs.insert(w.slug.clone()) {
+            return Err(invalid(
+                key("slug"),
+                format!("slug {:?} is used twice", w.slug),
+            ));
+        }
+        check_http_url(&key("events_webhook_url"), &w.events_webhook_url)?;
+        if let Some(hook) = &w.call_started_hook {
+            check_http_url(&key("call_started_hook"), hook)?;
+        }
+        let room_pattern = match w.room_pattern {
+            None => None,
+            Some(p) => Some(
+                Regex::new(&p)
+                    .map_err(|e| invalid(key("room_pattern"), format!("invalid regex: {e}")))?,
+            ),
+        };
+        out.push(Workflow {
+            id: w.id,
+            slug: w.slug,
+            organization_id: w.organization_id,
+            events_webhook_url: w.events_webhook_url,
+            call_started_hook: w.call_started_hook,
+            room_pattern,
+        });
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    struct FakeEnv(HashMap<&'static str, &'static str>);
+    impl Env for FakeEnv {
+        fn var(&self, name: &str) -> Option<String> {
+            self.0.get(name).map(|v| v.to_string())
+        }
+    }
+    fn no_env() -> FakeEnv {
+        FakeEnv(HashMap::new())
+    }
+
+    const MINIMAL: &str = r#"
+[livekit]
+api_key = "devkey"
+api_secret = "secret"
+
+[recordings]
+bucket = "b"
+
+[[workflows]]
+id = 456
+slug = "customer-support"
+organization_id = 789
+events_webhook_url = "https://example.com/hook"
+room_pattern = '^VOICEKIT_workflow_(?P<call_slug>[A-Za-z0-9]+)_\d+$'
+"#;
+
+    fn err(text: &str) -> String {
+        Config::parse(text, &no_env()).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn minimal_config_gets_documented_defaults() {
+        let c = Config::parse(MINIMAL, &no_env()).unwrap();
+        assert_eq!(c.server.listen.to_string(), "127.0.0.1:8787");
+        assert_eq!(c.server.webhook_path, "/livekit/webhook");
+        assert_eq!(c.server.max_body_bytes, 1_048_576);
+        assert_eq!(c.store.url, "sqlite://voicekit-bridge.db");
+        assert_eq!(c.recordings.url_mode, UrlMode::Presigned);
+        assert_eq!(c.recordings.presign_expiry_secs, 604_800);
+        assert!(c.recordings.verify_object);
+        assert_eq!(c.delivery.timeout(), Duration::from_secs(10));
+        assert_eq!(c.livekit.keys[0].key, "devkey");
+    }
+
+    #[test]
+    fn bundled_example_config_is_valid() {
+        let text = include_str!("../config.toml");
+        Config::parse(text, &no_env()).unwrap();
+    }
+
+    #[test]
+    fn unknown_key_is_an_error_naming_it() {
+        let e = err(&MINIMAL.replace("[recordings]", "[recordings]\nbukket = \"x\""));
+        assert!(e.contains("bukket"), "{e}");
+    }
+
+    #[test]
+    fn bad_regex_names_the_workflow_key() {
+        let e = err(&MINIMAL.replace(r"(?P<call_slug>", "(?P<call_slug"));
+        assert!(
+            e.starts_with("workflows[0].room_pattern: invalid regex"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn public_mode_requires_base_url() {
+        let e = err(&MINIMAL.replace("bucket = \"b\"", "bucket = \"b\"\nurl_mode = \"public\""));
+        assert!(e.starts_with("recordings.public_base_url"), "{e}");
+    }
+
+    #[test]
+    fn secrets_come_from_the_environment_when_absent() {
+        let text = MINIMAL.replace("api_key = \"devkey\"\napi_secret = \"secret\"\n", "");
+        let env = FakeEnv(HashMap::from([
+            ("LIVEKIT_API_KEY", "envkey"),
+            ("LIVEKIT_API_SECRET", "envsecret"),
+        ]));
+        let c = Config::parse(&text, &env).unwrap();
+        assert_eq!(c.livekit.keys[0].key, "envkey");
+        assert_eq!(c.livekit.keys[0].secret.expose(), "envsecret");
+        let e = err(&text);
+        assert!(e.starts_with("livekit.api_key: missing"), "{e}");
+    }
+
+    #[test]
+    fn secret_file_is_read_and_trimmed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("secret");
+        std::fs::write(&path, "from-file\n").unwrap();
+        let text = MINIMAL.replace(
+            "api_secret = \"secret\"",
+            &format!("api_secret_file = {:?}", path.display().to_string()),
+        );
+        let c = Config::parse(&text, &no_env()).unwrap();
+        assert_eq!(c.livekit.keys[0].secret.expose(), "from-file");
+    }
+
+    #[test]
+    fn extra_keys_are_accepted_and_duplicates_rejected() {
+        let text =
+            format!("{MINIMAL}\n[[livekit.extra_keys]]\napi_key = \"old\"\napi_secret = \"s2\"\n");
+        let c = Config::parse(&text, &no_env()).unwrap();
+        assert_eq!(c.livekit.keys.len(), 2);
+        let dup = text.replace("\"old\"", "\"devkey\"");
+        assert!(err(&dup).contains("appears twice"));
+    }
+
+    #[test]
+    fn duplicate_workflow_ids_are_rejected() {
+        let second = MINIMAL
+            .split("[[workflows]]")
+            .nth(1)
+            .unwrap()
+            .replace("customer-support", "other");
+        let e = err(&format!("{MINIMAL}[[workflows]]{second}"));
+        assert!(e.starts_with("workflows[1].id"), "{e}");
+    }
+
+    #[test]
+    fn secrets_never_show_in_debug_output() {
+        let c = Config::parse(MINIMAL, &no_env()).unwrap();
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("\"secret\""), "{shown}");
+    }
+}

@@ -1,0 +1,106 @@
+//! `POST {webhook_path}`: where LiveKit delivers its webhooks.
+//!
+//! The answer tells LiveKit whether to retry: 401/400/413 are final (LiveKit does not
+//! retry 4xx), 503 means "not stored, try again", and 200 only comes after the event
+//! and everything it causes are committed.
+
+use std::sync::Arc;
+
+use axum::{
+    Json,
+    body::{Body, to_bytes},
+    extract::State,
+    http::{HeaderMap, StatusCode, header},
+    response::{IntoResponse, Response},
+};
+use base64::Engine;
+use sha2::{Digest, Sha256};
+
+use super::{AppState, error};
+use crate::{
+    ingest::Accepted,
+    livekit::event::{EventError, WebhookEvent},
+};
+
+pub async fn receive(State(app): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
+    let limit = app.max_body_bytes;
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|len| len > limit) {
+        tracing::warn!(bytes = declared, limit, "webhook rejected: body too large");
+        return error(StatusCode::PAYLOAD_TOO_LARGE, "body too large");
+    }
+    let body = match to_bytes(body, limit).await {
+        Ok(bytes) => bytes,
+        Err(e) => {
+            // to_bytes fails on the limit or a broken connection; both mean "not accepted".
+            tracing::warn!(limit, error = %e, "webhook rejected: body too large or unreadable");
+            return error(StatusCode::PAYLOAD_TOO_LARGE, "body too large");
+        }
+    };
+
+    let authorization = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    if let Err(e) = app.verifier.verify(authorization, &body) {
+        tracing::warn!(reason = e.reason(), detail = %e, "webhook rejected: unauthorized");
+        return error(StatusCode::UNAUTHORIZED, "unauthorized");
+    }
+
+    let event = match WebhookEvent::parse(&body) {
+        Ok(event) => event,
+        Err(e) => {
+            let reason = match e {
+                EventError::Json(_) => "malformed_json",
+                EventError::MissingEvent => "missing_event",
+            };
+            tracing::warn!(reason, detail = %e, "webhook rejected: bad body");
+            return error(StatusCode::BAD_REQUEST, &e.to_string());
+        }
+    };
+
+    // LiveKit always sends an id; should one be missing, identical bodies are one event.
+    let key = event
+        .id
+        .clone()
+        .filter(|id| !id.is_empty())
+        .unwrap_or_else(|| {
+            format!(
+                "sha256:{}",
+                base64::engine::general_purpose::STANDARD_NO_PAD.encode(Sha256::digest(&body))
+            )
+        });
+    let kind = event.event.clone();
+    match app.ingestor.submit(event, key.clone()).await {
+        Ok(accepted) => {
+            let status = match &accepted {
+                Accepted::Applied { call_id, emitted } => {
+                    tracing::debug!(event = %kind, id = %key, call_id, emitted, "webhook accepted");
+                    "accepted"
+                }
+                Accepted::Duplicate => {
+                    tracing::debug!(event = %kind, id = %key, "duplicate webhook ignored");
+                    "duplicate"
+                }
+                Accepted::Ignored(why) => {
+                    tracing::info!(event = %kind, id = %key, why, "webhook ignored");
+                    "ignored"
+                }
+            };
+            (
+                StatusCode::OK,
+                Json(serde_json::json!({ "status": status })),
+            )
+                .into_response()
+        }
+        Err(e) => {
+            tracing::error!(event = %kind, id = %key, error = %e, "webhook not stored; answering 503 so LiveKit retries");
+            error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "temporarily unable to store the event",
+            )
+        }
+    }
+}

@@ -1,0 +1,36 @@
+//! The daemon's HTTP face: LiveKit's webhook route and health.
+
+mod ingest;
+
+use std::sync::Arc;
+
+use axum::{
+    Json, Router,
+    extract::DefaultBodyLimit,
+    http::StatusCode,
+    response::{IntoResponse, Response},
+    routing::{get, post},
+};
+
+use crate::{ingest::Ingestor, livekit::auth::WebhookVerifier};
+
+/// What request handlers share.
+pub struct AppState {
+    pub verifier: WebhookVerifier,
+    pub ingestor: Ingestor,
+    pub max_body_bytes: usize,
+}
+
+pub fn router(webhook_path: &str, state: Arc<AppState>) -> Router {
+    Router::new()
+        .route(webhook_path, post(ingest::receive))
+        .route("/healthz", get(|| async { "ok\n" }))
+        // The ingest handler enforces the configured limit itself, to answer 413 in JSON.
+        .layer(DefaultBodyLimit::disable())
+        .with_state(state)
+}
+
+/// A short JSON error body: `{"error": "..."}`.
+pub(crate) fn error(status: StatusCode, message: &str) -> Response {
+    (status, Json(serde_json::json!({ "error": message }))).into_response()
+}

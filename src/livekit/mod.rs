@@ -1,0 +1,4 @@
+//! The inbound side: what LiveKit sends us and how we know it was LiveKit.
+
+pub mod auth;
+pub mod event;

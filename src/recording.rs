@@ -1,0 +1,364 @@
+//! From "egress says it uploaded a file" to a URL a customer can download.
+//!
+//! LiveKit reports where it put the recording in several shapes (virtual-host S3 URL,
+//! path-style URL of an S3-compatible server, a presigned URL, or just the key), so the
+//! object key is derived robustly, the configured bucket winning. The object is then
+//! confirmed with HeadObject (a URL to nothing helps no one) and published either as a
+//! presigned GET or under a public base URL.
+
+use std::time::Duration;
+
+use aws_sdk_s3::{
+    Client,
+    config::{BehaviorVersion, Region},
+    error::SdkError,
+    operation::head_object::HeadObjectError,
+    presigning::PresigningConfig,
+};
+
+use crate::{
+    call::machine::RecordingFile,
+    config::{RecordingsConfig, UrlMode},
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RecordingError {
+    #[error("recording has neither a location nor a filename")]
+    NoKey,
+    #[error("S3 HeadObject s3://{bucket}/{key} failed: {message}")]
+    Head {
+        bucket: String,
+        key: String,
+        message: String,
+    },
+    #[error("presigning s3://{bucket}/{key} failed: {message}")]
+    Presign {
+        bucket: String,
+        key: String,
+        message: String,
+    },
+}
+
+/// What publishing a recording came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Published {
+    Url(String),
+    /// HeadObject found no such object: the call is finalized without a URL.
+    Missing {
+        bucket: String,
+        key: String,
+    },
+}
+
+/// Publishes recordings from the configured bucket.
+#[derive(Clone)]
+pub struct Recordings {
+    client: Client,
+    config: RecordingsConfig,
+}
+
+impl Recordings {
+    /// Builds the S3 client from the standard AWS credential chain.
+    pub async fn new(config: RecordingsConfig) -> Recordings {
+        let shared = aws_config::defaults(BehaviorVersion::latest())
+            .region(Region::new(config.region.clone()))
+            .load()
+            .await;
+        let mut s3 =
+            aws_sdk_s3::config::Builder::from(&shared).force_path_style(config.force_path_style);
+        if let Some(endpoint) = &config.endpoint {
+            s3 = s3.endpoint_url(endpoint);
+        }
+        Recordings::with_client(Client::from_conf(s3.build()), config)
+    }
+
+    pub fn with_client(client: Client, config: RecordingsConfig) -> Recordings {
+        Recordings { client, config }
+    }
+
+    /// Confirms the object (when `verify_object`) and returns its URL.
+    pub async fn publish(&self, file: &RecordingFile) -> Result<Published, RecordingError> {
+        let bucket = self.config.bucket.clone();
+        let key =
+            object_key(&file.location, &file.filename, &bucket).ok_or(RecordingError::NoKey)?;
+        if self.config.verify_object {
+            match self
+                .client
+                .head_object()
+                .bucket(&bucket)
+                .key(&key)
+                .send()
+                .await
+            {
+                Ok(_) => {}
+                Err(SdkError::ServiceError(e))
+                    if matches!(e.err(), HeadObjectError::NotFound(_)) =>
+                {
+                    return Ok(Published::Missing { bucket, key });
+                }
+                Err(e) => {
+                    return Err(RecordingError::Head {
+                        bucket,
+                        key,
+                        message: error_chain(&e),
+                    });
+                }
+            }
+        }
+        match self.config.url_mode {
+            UrlMode::Public => {
+                let base = self.config.public_base_url.as_deref().unwrap_or_default();
+                Ok(Published::Url(public_url(base, &key)))
+            }
+            UrlMode::Presigned => self.presign(bucket, key).await.map(Published::Url),
+        }
+    }
+
+    async fn presign(&self, bucket: String, key: String) -> Result<String, RecordingError> {
+        let fail = |message: String, bucket: String, key: String| RecordingError::Presign {
+            bucket,
+            key,
+            message,
+        };
+        let expiry =
+            PresigningConfig::expires_in(Duration::from_secs(self.config.presign_expiry_secs))
+                .map_err(|e| fail(e.to_string(), bucket.clone(), key.clone()))?;
+        match self
+            .client
+            .get_object()
+            .bucket(&bucket)
+            .key(&key)
+            .presigned(expiry)
+            .await
+        {
+            Ok(req) => Ok(req.uri().to_owned()),
+            Err(e) => Err(fail(error_chain(&e), bucket, key)),
+        }
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+/// The object key inside `bucket` for an egress file result.
+///
+/// `location` is `https://{bucket}.s3[.region].amazonaws.com/{key}` (key not URL-encoded),
+/// `{endpoint}/{bucket}/{key}` with path style, or a presigned URL (encoded, with a
+/// query). `filename` is the key as egress wrote it and the fallback.
+pub fn object_key(location: &str, filename: &str, bucket: &str) -> Option<String> {
+    let from_location = (|| {
+        let (_, rest) = location.split_once("://")?;
+        let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
+        let (path, presigned) = match path.split_once('?') {
+            Some((p, _)) => (p, true),
+            None => (path, false),
+        };
+        let path = if presigned {
+            percent_decode(path)
+        } else {
+            path.to_owned()
+        };
+        let host = host.rsplit('@').next().unwrap_or(host);
+        let host = host.split(':').next().unwrap_or(host);
+        let key = if host.starts_with(&format!("{bucket}.")) {
+            path
+        } else if let Some(rest) = path.strip_prefix(&format!("{bucket}/")) {
+            rest.to_owned()
+        } else if host.contains(".s3")
+            && host.ends_with(".amazonaws.com")
+            && !host.starts_with("s3")
+        {
+            // Virtual host of another bucket: the key is still the path; our bucket wins.
+            path
+        } else {
+            // Path style of another bucket name.
+            path.split_once('/')
+                .map(|(_, k)| k.to_owned())
+                .unwrap_or_default()
+        };
+        Some(key).filter(|k| !k.is_empty())
+    })();
+    from_location
+        .or_else(|| Some(filename.trim_start_matches('/').to_owned()).filter(|k| !k.is_empty()))
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            if let Ok(b) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
+                out.push(b);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// `public_base_url` + key, each path segment percent-encoded as a URL path needs.
+pub fn public_url(base: &str, key: &str) -> String {
+    let mut url = base.trim_end_matches('/').to_owned();
+    for segment in key.split('/') {
+        url.push('/');
+        for b in segment.bytes() {
+            if b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@".contains(&b) {
+                url.push(b as char);
+            } else {
+                url.push_str(&format!("%{b:02X}"));
+            }
+        }
+    }
+    url
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_sdk_s3::config::Credentials;
+
+    const KEY: &str = "recordings/call-_+15551230001_7dKqP2sVw9Xr/2025-10-23T154929.ogg";
+
+    #[test]
+    fn key_from_virtual_host_location() {
+        let loc = format!("https://voicekit-recordings.s3.amazonaws.com/{KEY}");
+        assert_eq!(
+            object_key(&loc, "", "voicekit-recordings").as_deref(),
+            Some(KEY)
+        );
+        let regional = format!("https://voicekit-recordings.s3.eu-west-1.amazonaws.com/{KEY}");
+        assert_eq!(
+            object_key(&regional, "", "voicekit-recordings").as_deref(),
+            Some(KEY)
+        );
+    }
+
+    #[test]
+    fn key_from_path_style_location() {
+        let loc = format!("http://127.0.0.1:9000/voicekit-recordings/{KEY}");
+        assert_eq!(
+            object_key(&loc, "x", "voicekit-recordings").as_deref(),
+            Some(KEY)
+        );
+    }
+
+    #[test]
+    fn configured_bucket_wins_over_the_location_bucket() {
+        let loc = format!("https://other-bucket.s3.amazonaws.com/{KEY}");
+        assert_eq!(
+            object_key(&loc, "", "voicekit-recordings").as_deref(),
+            Some(KEY)
+        );
+        let path = format!("http://minio:9000/other-bucket/{KEY}");
+        assert_eq!(
+            object_key(&path, "", "voicekit-recordings").as_deref(),
+            Some(KEY)
+        );
+    }
+
+    #[test]
+    fn key_from_presigned_location_is_decoded() {
+        let loc =
+            "https://voicekit-recordings.s3.amazonaws.com/rec/a%2Bb%20c.ogg?X-Amz-Signature=1";
+        assert_eq!(
+            object_key(loc, "", "voicekit-recordings").as_deref(),
+            Some("rec/a+b c.ogg")
+        );
+    }
+
+    #[test]
+    fn filename_is_the_fallback() {
+        assert_eq!(object_key("", KEY, "b").as_deref(), Some(KEY));
+        assert_eq!(object_key("", "", "b"), None);
+    }
+
+    #[test]
+    fn public_url_encodes_what_a_path_cannot_hold() {
+        assert_eq!(
+            public_url("https://recordings.voicekit.com/", "path/to/a b.ogg"),
+            "https://recordings.voicekit.com/path/to/a%20b.ogg"
+        );
+        assert_eq!(
+            public_url("https://r.example", KEY),
+            format!("https://r.example/{KEY}")
+        );
+    }
+
+    fn config(mode: UrlMode) -> RecordingsConfig {
+        RecordingsConfig {
+            bucket: "voicekit-recordings".into(),
+            region: "us-east-1".into(),
+            endpoint: None,
+            force_path_style: false,
+            url_mode: mode,
+            public_base_url: Some("https://recordings.voicekit.com".into()),
+            presign_expiry_secs: 604_800,
+            verify_object: false,
+        }
+    }
+
+    fn client() -> Client {
+        let conf = aws_sdk_s3::config::Builder::new()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new("us-east-1"))
+            .credentials_provider(Credentials::new(
+                "AKIDEXAMPLE",
+                "SECRETEXAMPLE",
+                None,
+                None,
+                "test",
+            ))
+            .build();
+        Client::from_conf(conf)
+    }
+
+    /// moto does not check signatures or expiry, so the presigned URL's shape is proved here.
+    #[tokio::test]
+    async fn presigned_url_is_a_sigv4_get_with_the_configured_expiry() {
+        let r = Recordings::with_client(client(), config(UrlMode::Presigned));
+        let file = RecordingFile {
+            filename: KEY.into(),
+            location: format!("https://voicekit-recordings.s3.amazonaws.com/{KEY}"),
+        };
+        let Published::Url(url) = r.publish(&file).await.unwrap() else {
+            panic!("expected a URL")
+        };
+        let parsed = url::Url::parse(&url).unwrap();
+        assert_eq!(
+            parsed.host_str(),
+            Some("voicekit-recordings.s3.us-east-1.amazonaws.com")
+        );
+        assert!(parsed.path().ends_with("2025-10-23T154929.ogg"), "{url}");
+        let q: std::collections::HashMap<_, _> = parsed.query_pairs().into_owned().collect();
+        assert_eq!(q["X-Amz-Algorithm"], "AWS4-HMAC-SHA256");
+        assert_eq!(q["X-Amz-Expires"], "604800");
+        assert!(q["X-Amz-Credential"].starts_with("AKIDEXAMPLE/"));
+        assert_eq!(q["X-Amz-Signature"].len(), 64);
+        assert!(!url.contains("SECRETEXAMPLE"));
+    }
+
+    #[tokio::test]
+    async fn public_mode_joins_base_and_key() {
+        let r = Recordings::with_client(client(), config(UrlMode::Public));
+        let file = RecordingFile {
+            filename: "path/to/audio.ogg".into(),
+            location: String::new(),
+        };
+        assert_eq!(
+            r.publish(&file).await.unwrap(),
+            Published::Url("https://recordings.voicekit.com/path/to/audio.ogg".into())
+        );
+    }
+}
