@@ -170,10 +170,11 @@ impl CallState {
                                     .filter(|n| !n.is_empty())
                                     .cloned();
                             }
-                            if kind == "AGENT" && self.started_at_ms.is_none() {
-                                if let Some(start) = p.joined_at_ms().or(at_ms) {
-                                    emitted.push(self.start(start));
-                                }
+                            if kind == "AGENT"
+                                && self.started_at_ms.is_none()
+                                && let Some(start) = p.joined_at_ms().or(at_ms)
+                            {
+                                emitted.push(self.start(start));
                             }
                         }
                     }

@@ -86,6 +86,8 @@ pub struct EgressInfoData {
 }
 
 /// An outgoing event: what happened, when, and its data.
+// Short-lived (a few per webhook, serialised at once): boxing would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum VoiceKitEvent {
     CallStarted { at_ms: i64, data: CallStartedData },
