@@ -10,6 +10,7 @@
 //! so unused items and re-exports are expected rather than a sign of dead code.
 #![allow(dead_code, unused_imports)]
 
+pub mod config;
 pub mod daemon;
 pub mod lk;
 pub mod moto;
@@ -18,6 +19,7 @@ pub mod protojson;
 pub mod receiver;
 pub mod signer;
 
+pub use config::TestConfig;
 pub use daemon::Daemon;
 pub use moto::Moto;
 pub use receiver::{Received, Receiver, Reply};

@@ -1,0 +1,106 @@
+//! The daemon's TOML for a test: loopback everywhere, fast retries, a real S3 endpoint.
+
+/// The LiveKit key and secret every test daemon trusts.
+pub const API_KEY: &str = "devkey";
+pub const API_SECRET: &str = "test-secret-0123456789abcdef0123456789";
+/// A second key, accepted as during a rotation.
+pub const OLD_API_KEY: &str = "oldkey";
+pub const OLD_API_SECRET: &str = "old-secret-0123456789abcdef0123456789";
+
+pub const BUCKET: &str = "voicekit-recordings";
+pub const WORKFLOW_ID: i64 = 456;
+pub const WORKFLOW_SLUG: &str = "customer-support";
+pub const ORGANIZATION_ID: i64 = 789;
+
+/// Settings a test may vary; `toml()` renders the file.
+#[derive(Clone, Debug)]
+pub struct TestConfig {
+    /// The customer endpoint (a `Receiver` URL).
+    pub events_webhook_url: String,
+    /// `Some(moto endpoint)` for a real S3; `None` for public URLs and no HeadObject.
+    pub s3_endpoint: Option<String>,
+    pub url_mode: &'static str,
+    pub verify_object: bool,
+    pub retry_schedule_secs: &'static str,
+    pub timeout_secs: f64,
+    pub max_body_bytes: usize,
+}
+
+impl TestConfig {
+    pub fn new(events_webhook_url: &str) -> TestConfig {
+        TestConfig {
+            events_webhook_url: events_webhook_url.to_owned(),
+            s3_endpoint: None,
+            url_mode: "public",
+            verify_object: false,
+            retry_schedule_secs: "[0.2, 0.2, 0.2]",
+            timeout_secs: 5.0,
+            max_body_bytes: 1_048_576,
+        }
+    }
+
+    /// Presigned URLs from a real S3-compatible server, confirmed with HeadObject.
+    pub fn with_s3(mut self, endpoint: &str) -> TestConfig {
+        self.s3_endpoint = Some(endpoint.to_owned());
+        self.url_mode = "presigned";
+        self.verify_object = true;
+        self
+    }
+
+    pub fn toml(&self) -> String {
+        let endpoint = match &self.s3_endpoint {
+            Some(e) => format!("endpoint = \"{e}\"\nforce_path_style = true"),
+            None => String::new(),
+        };
+        format!(
+            r#"[server]
+listen = "127.0.0.1:0"
+webhook_path = "/livekit/webhook"
+max_body_bytes = {max_body}
+
+[livekit]
+api_key = "{API_KEY}"
+api_secret = "{API_SECRET}"
+
+[[livekit.extra_keys]]
+api_key = "{OLD_API_KEY}"
+api_secret = "{OLD_API_SECRET}"
+
+[store]
+url = "sqlite://voicekit-bridge.db"
+
+[recordings]
+bucket = "{BUCKET}"
+region = "us-east-1"
+{endpoint}
+url_mode = "{url_mode}"
+public_base_url = "https://recordings.example.com"
+presign_expiry_secs = 3600
+verify_object = {verify}
+
+[delivery]
+timeout_secs = {timeout}
+retry_schedule_secs = {schedule}
+
+[[workflows]]
+id = {WORKFLOW_ID}
+slug = "{WORKFLOW_SLUG}"
+organization_id = {ORGANIZATION_ID}
+events_webhook_url = "{url}"
+room_pattern = '^VOICEKIT_workflow_(?P<call_slug>[A-Za-z0-9]+)_\d+$'
+
+[[workflows]]
+id = 457
+slug = "sales"
+organization_id = {ORGANIZATION_ID}
+events_webhook_url = "{url}"
+"#,
+            max_body = self.max_body_bytes,
+            url_mode = self.url_mode,
+            verify = self.verify_object,
+            timeout = self.timeout_secs,
+            schedule = self.retry_schedule_secs,
+            url = self.events_webhook_url,
+        )
+    }
+}
