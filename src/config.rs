@@ -235,6 +235,9 @@ pub struct Workflow {
     pub room_pattern: Option<Regex>,
 }
 
+/// The workflows in force; swapped whole when the configuration is reloaded.
+pub type SharedWorkflows = std::sync::Arc<arc_swap::ArcSwap<Vec<Workflow>>>;
+
 /// One LiveKit API key and its secret; several may be valid during rotation.
 #[derive(Debug, Clone)]
 pub struct ApiKey {

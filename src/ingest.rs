@@ -12,7 +12,7 @@ use tokio::sync::{Notify, mpsc, oneshot};
 
 use crate::{
     call::{CallState, workflow},
-    config::Workflow,
+    config::SharedWorkflows,
     livekit::event::WebhookEvent,
     store::{self, NewDelivery, Store, StoreError, Tx},
 };
@@ -55,7 +55,7 @@ impl Ingestor {
     /// Starts the writer task. `delivery` is woken whenever new events are queued.
     pub fn start(
         store: Store,
-        workflows: Arc<Vec<Workflow>>,
+        workflows: SharedWorkflows,
         delivery: Arc<Notify>,
     ) -> (Ingestor, tokio::task::JoinHandle<()>) {
         let (commands, rx) = mpsc::channel(4 * MAX_BATCH);
@@ -92,7 +92,7 @@ impl Ingestor {
 
 struct Writer {
     store: Store,
-    workflows: Arc<Vec<Workflow>>,
+    workflows: SharedWorkflows,
     delivery: Arc<Notify>,
 }
 
@@ -155,12 +155,11 @@ impl Writer {
                     .as_ref()
                     .map(|r| r.metadata.as_str())
                     .unwrap_or("");
-                let Some(assignment) = workflow::assign(&self.workflows, room_name, metadata)
-                else {
+                let workflows = self.workflows.load();
+                let Some(assignment) = workflow::assign(&workflows, room_name, metadata) else {
                     return Ok(Accepted::Ignored("room maps to no workflow"));
                 };
-                let wf = self
-                    .workflows
+                let wf = workflows
                     .iter()
                     .find(|w| w.id == assignment.workflow_id)
                     .expect("assign returns configured workflows");

@@ -21,8 +21,13 @@ use anyhow::Context;
 use tokio::{net::TcpListener, sync::Notify};
 
 use crate::{
-    config::Config, delivery::Worker, http::AppState, ingest::Ingestor,
-    livekit::auth::WebhookVerifier, recording::Recordings, store::Store,
+    config::{Config, SharedWorkflows},
+    delivery::Worker,
+    http::AppState,
+    ingest::Ingestor,
+    livekit::auth::WebhookVerifier,
+    recording::Recordings,
+    store::Store,
 };
 
 /// The line printed on stdout once the daemon accepts webhooks (tests and scripts wait
@@ -34,7 +39,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let store = Store::open(&config.store.url)
         .await
         .with_context(|| format!("opening the store at {}", config.store.url))?;
-    let workflows = Arc::new(config.workflows.clone());
+    let workflows: SharedWorkflows =
+        Arc::new(arc_swap::ArcSwap::from_pointee(config.workflows.clone()));
     let wake = Arc::new(Notify::new());
     let (ingestor, writer) = Ingestor::start(store.clone(), workflows.clone(), wake.clone());
     let recordings = Recordings::new(config.recordings.clone()).await;

@@ -36,7 +36,12 @@ fn room() -> Room {
 }
 
 fn sip() -> Participant {
-    Participant::sip("PA_sipcaller", "+15551230001", "+15557650002", SIP_JOINED_MS)
+    Participant::sip(
+        "PA_sipcaller",
+        "+15551230001",
+        "+15557650002",
+        SIP_JOINED_MS,
+    )
 }
 
 fn agent() -> Participant {
@@ -97,7 +102,10 @@ fn assert_delivery_headers(r: &Received) {
     assert_eq!(r.path, "/hooks/voicekit");
     assert_eq!(r.header("content-type"), Some("application/json"));
     let agent = r.header("user-agent").unwrap_or_default();
-    assert!(agent.starts_with("voicekit-bridge/"), "user-agent {agent:?}");
+    assert!(
+        agent.starts_with("voicekit-bridge/"),
+        "user-agent {agent:?}"
+    );
     let id = r.header("webhook-id").unwrap_or_default();
     assert!(id.starts_with("msg_"), "webhook-id {id:?}");
 }
@@ -121,7 +129,11 @@ async fn full_call_delivers_the_three_events_byte_for_byte_with_a_working_record
     }
     // Path-style location, as egress reports it for an S3-compatible endpoint.
     let location = format!("{}/{BUCKET}/{KEY}", moto.endpoint());
-    post(&daemon, &egress_ended("EGRESS_COMPLETE", Some(&file(&location)))).await;
+    post(
+        &daemon,
+        &egress_ended("EGRESS_COMPLETE", Some(&file(&location))),
+    )
+    .await;
 
     let started = receiver.next(WAIT).await;
     let ended = receiver.next(WAIT).await;
@@ -170,7 +182,11 @@ async fn egress_ended_before_room_finished_still_arrives_after_call_ended() {
         post(&daemon, body).await;
     }
     let location = format!("https://{BUCKET}.s3.amazonaws.com/{KEY}");
-    post(&daemon, &egress_ended("EGRESS_COMPLETE", Some(&file(&location)))).await;
+    post(
+        &daemon,
+        &egress_ended("EGRESS_COMPLETE", Some(&file(&location))),
+    )
+    .await;
     assert_eq!(receiver.next(WAIT).await.text(), CALL_STARTED);
     // Nothing may overtake call_ended.
     receiver.expect_nothing(Duration::from_millis(500)).await;
@@ -197,7 +213,11 @@ async fn failed_egress_is_finalized_with_a_null_url_and_its_status() {
         post(&daemon, &body).await;
     }
     let location = format!("{}/{BUCKET}/{KEY}", moto.endpoint());
-    post(&daemon, &egress_ended("EGRESS_FAILED", Some(&file(&location)))).await;
+    post(
+        &daemon,
+        &egress_ended("EGRESS_FAILED", Some(&file(&location))),
+    )
+    .await;
     receiver.next(WAIT).await;
     receiver.next(WAIT).await;
     assert_eq!(
@@ -217,7 +237,11 @@ async fn recording_missing_from_s3_is_finalized_with_a_null_url() {
         post(&daemon, &body).await;
     }
     let location = format!("{}/{BUCKET}/{KEY}", moto.endpoint());
-    post(&daemon, &egress_ended("EGRESS_COMPLETE", Some(&file(&location)))).await;
+    post(
+        &daemon,
+        &egress_ended("EGRESS_COMPLETE", Some(&file(&location))),
+    )
+    .await;
     receiver.next(WAIT).await;
     receiver.next(WAIT).await;
     assert_eq!(
@@ -254,7 +278,11 @@ async fn failed_deliveries_are_retried_with_the_same_id_and_bytes_and_order_hold
 async fn an_endpoint_that_never_answers_2xx_gets_a_bounded_number_of_attempts() {
     let mut receiver = Receiver::start_with(vec![500; 10]).await;
     let daemon = Daemon::start(&TestConfig::new(&receiver.url("/hooks/voicekit")).toml()).await;
-    post(&daemon, &lk::participant_joined(&room(), &agent(), AGENT_JOINED_MS / 1000)).await;
+    post(
+        &daemon,
+        &lk::participant_joined(&room(), &agent(), AGENT_JOINED_MS / 1000),
+    )
+    .await;
     // The schedule has three retries: four attempts, then the delivery is failed.
     for _ in 0..4 {
         receiver.next(WAIT).await;
@@ -296,7 +324,11 @@ async fn a_restart_in_the_middle_of_a_call_loses_nothing() {
     }
     assert_eq!(receiver.next(WAIT).await.text(), CALL_ENDED);
     let location = format!("https://{BUCKET}.s3.amazonaws.com/{KEY}");
-    post(&second, &egress_ended("EGRESS_COMPLETE", Some(&file(&location)))).await;
+    post(
+        &second,
+        &egress_ended("EGRESS_COMPLETE", Some(&file(&location))),
+    )
+    .await;
     let finalized = receiver.next(WAIT).await;
     assert_eq!(finalized.json()["data"]["call_id"], 1);
     receiver.expect_nothing(Duration::from_millis(300)).await;
@@ -307,7 +339,11 @@ async fn a_reused_room_name_is_a_new_call_and_metadata_picks_the_workflow() {
     let mut receiver = Receiver::start().await;
     let daemon = Daemon::start(&TestConfig::new(&receiver.url("/hooks/voicekit")).toml()).await;
     let first = room();
-    post(&daemon, &lk::participant_joined(&first, &agent(), AGENT_JOINED_MS / 1000)).await;
+    post(
+        &daemon,
+        &lk::participant_joined(&first, &agent(), AGENT_JOINED_MS / 1000),
+    )
+    .await;
     post(&daemon, &lk::room_finished(&first, FINISHED_S)).await;
     assert_eq!(receiver.next(WAIT).await.json()["data"]["call_id"], 1);
     assert_eq!(receiver.next(WAIT).await.json()["data"]["call_id"], 1);
@@ -330,7 +366,11 @@ async fn a_room_that_finishes_without_an_agent_still_gets_call_started_first() {
     let daemon = Daemon::start(&TestConfig::new(&receiver.url("/hooks/voicekit")).toml()).await;
     let room = room();
     post(&daemon, &lk::room_started(&room, CREATED_MS / 1000)).await;
-    post(&daemon, &lk::participant_joined(&room, &sip(), SIP_JOINED_MS / 1000)).await;
+    post(
+        &daemon,
+        &lk::participant_joined(&room, &sip(), SIP_JOINED_MS / 1000),
+    )
+    .await;
     post(&daemon, &lk::participant_left(&room, &sip(), SIP_LEFT_S)).await;
     post(&daemon, &lk::room_finished(&room, FINISHED_S)).await;
     let started = receiver.next(WAIT).await.json();

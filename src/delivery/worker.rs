@@ -12,7 +12,7 @@ use tokio::{sync::Notify, task::JoinSet, time::Instant};
 use super::policy::RetryPolicy;
 use crate::{
     call::{machine::RecordingFile, voicekit},
-    config::{DeliveryConfig, Workflow},
+    config::{DeliveryConfig, SharedWorkflows},
     recording::{Published, Recordings},
     shutdown::Shutdown,
     store::{Attempt, AttemptOutcome, OutboxRow, Store, StoreError, now_ms},
@@ -32,7 +32,7 @@ pub struct Worker {
     http: reqwest::Client,
     recordings: Recordings,
     policy: RetryPolicy,
-    workflows: Arc<Vec<Workflow>>,
+    workflows: SharedWorkflows,
     wake: Arc<Notify>,
     concurrency: usize,
 }
@@ -48,7 +48,7 @@ impl Worker {
         store: Store,
         recordings: Recordings,
         config: &DeliveryConfig,
-        workflows: Arc<Vec<Workflow>>,
+        workflows: SharedWorkflows,
         wake: Arc<Notify>,
     ) -> Result<Worker, reqwest::Error> {
         let http = reqwest::Client::builder()
@@ -132,6 +132,7 @@ impl Worker {
         let started = Instant::now();
         let endpoint = self
             .workflows
+            .load()
             .iter()
             .find(|w| w.id == row.workflow_id)
             .map(|w| w.events_webhook_url.clone());
