@@ -16,6 +16,8 @@ use std::{
 use regex::Regex;
 use serde::Deserialize;
 
+use crate::delivery::signing::SigningKey;
+
 /// A configuration problem, naming the key at fault where there is one.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -70,6 +72,10 @@ struct RawConfig {
     delivery: DeliveryConfig,
     #[serde(default)]
     log: LogConfig,
+    #[serde(default)]
+    api: RawApi,
+    #[serde(default)]
+    reconcile: ReconcileConfig,
     #[serde(default)]
     workflows: Vec<RawWorkflow>,
 }
@@ -169,8 +175,19 @@ pub struct DeliveryConfig {
     pub timeout_secs: f64,
     /// Delay before each retry; after the last one a delivery is marked failed.
     pub retry_schedule_secs: Vec<f64>,
-    /// How many deliveries may be in flight at once.
+    /// How many deliveries may be in flight at once, over all endpoints.
     pub concurrency: usize,
+    /// How many may be in flight to one endpoint, so one slow customer cannot take all.
+    pub per_endpoint_concurrency: usize,
+    /// Upper bound on an honoured `Retry-After` (429/503).
+    pub max_retry_after_secs: f64,
+    /// Consecutive failures after which an endpoint's circuit opens.
+    pub breaker_failures: u32,
+    /// How long an open circuit pauses an endpoint at first; doubles up to the maximum.
+    pub breaker_open_secs: f64,
+    pub breaker_max_open_secs: f64,
+    /// Timeout of the synchronous `call_started_hook` request.
+    pub hook_timeout_secs: f64,
 }
 
 impl Default for DeliveryConfig {
@@ -179,6 +196,12 @@ impl Default for DeliveryConfig {
             timeout_secs: 10.0,
             retry_schedule_secs: vec![5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0],
             concurrency: 16,
+            per_endpoint_concurrency: 4,
+            max_retry_after_secs: 3600.0,
+            breaker_failures: 5,
+            breaker_open_secs: 30.0,
+            breaker_max_open_secs: 600.0,
+            hook_timeout_secs: 10.0,
         }
     }
 }
@@ -186,6 +209,44 @@ impl Default for DeliveryConfig {
 impl DeliveryConfig {
     pub fn timeout(&self) -> Duration {
         Duration::from_secs_f64(self.timeout_secs)
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawApi {
+    listen: Option<SocketAddr>,
+    token: Option<String>,
+    token_file: Option<PathBuf>,
+}
+
+/// The operator API (calls, deliveries, retry, replay).
+#[derive(Debug, Clone)]
+pub struct ApiConfig {
+    pub listen: SocketAddr,
+    /// Required as `Authorization: Bearer <token>` when set (and when not on loopback).
+    pub token: Option<Secret>,
+}
+
+/// Repairs for what LiveKit loses: rooms that never finish, egresses that never end.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReconcileConfig {
+    /// How often to look for calls to repair.
+    pub interval_secs: f64,
+    /// A call whose room has had no participant this long is ended without `room_finished`.
+    pub empty_room_timeout_secs: f64,
+    /// A call ended this long ago without its egress ending is checked with `ListEgress`.
+    pub egress_timeout_secs: f64,
+}
+
+impl Default for ReconcileConfig {
+    fn default() -> Self {
+        ReconcileConfig {
+            interval_secs: 30.0,
+            empty_room_timeout_secs: 600.0,
+            egress_timeout_secs: 900.0,
+        }
     }
 }
 
@@ -222,6 +283,9 @@ struct RawWorkflow {
     events_webhook_url: String,
     call_started_hook: Option<String>,
     room_pattern: Option<String>,
+    signing_secret: Option<String>,
+    signing_secret_file: Option<PathBuf>,
+    signing_secrets: Option<Vec<String>>,
 }
 
 /// A VoiceKit workflow: where its calls' events go and which rooms belong to it.
@@ -233,6 +297,8 @@ pub struct Workflow {
     pub events_webhook_url: String,
     pub call_started_hook: Option<String>,
     pub room_pattern: Option<Regex>,
+    /// Standard Webhooks keys; every delivery is signed with each (empty: unsigned).
+    pub signing_keys: Vec<SigningKey>,
 }
 
 /// The workflows in force; swapped whole when the configuration is reloaded.
@@ -261,6 +327,8 @@ pub struct Config {
     pub recordings: RecordingsConfig,
     pub delivery: DeliveryConfig,
     pub log: LogConfig,
+    pub api: ApiConfig,
+    pub reconcile: ReconcileConfig,
     pub workflows: Vec<Workflow>,
 }
 
@@ -298,13 +366,64 @@ impl Config {
     pub fn parse(text: &str, env: &dyn Env) -> Result<Config, ConfigError> {
         let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: PathBuf::from("<config>"),
-            message: e.to_string(),
+            message: parse_message(&e, text),
         })?;
         raw.validate(env)
     }
 }
 
+/// A TOML error as `line L, column C: what`, without the excerpt of the file that
+/// toml's own message quotes: that line may hold a secret, and this text is logged.
+fn parse_message(e: &toml::de::Error, text: &str) -> String {
+    match e.span() {
+        Some(span) => {
+            let before = &text[..span.start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+            format!("line {line}, column {column}: {}", e.message())
+        }
+        None => e.message().to_owned(),
+    }
+}
+
+/// The environment variable systemd sets to the directory holding the unit's
+/// `LoadCredential=` files (`/run/credentials/<unit>/`).
+pub const CREDENTIALS_DIRECTORY: &str = "CREDENTIALS_DIRECTORY";
+
+/// `path` with `${CREDENTIALS_DIRECTORY}` (or `$CREDENTIALS_DIRECTORY`) replaced by that
+/// variable's value, so a `*_file` key can name a systemd credential without knowing the
+/// unit's name; an error naming `key` when the path uses it and it is unset.
+pub fn expand_credentials_directory(
+    key: &str,
+    path: &Path,
+    env: &dyn Env,
+) -> Result<PathBuf, ConfigError> {
+    let Some(text) = path.to_str() else {
+        return Ok(path.to_owned());
+    };
+    let braced = format!("${{{CREDENTIALS_DIRECTORY}}}");
+    let bare = format!("${CREDENTIALS_DIRECTORY}");
+    if !text.contains(&bare) && !text.contains(&braced) {
+        return Ok(path.to_owned());
+    }
+    let dir = env.var(CREDENTIALS_DIRECTORY).ok_or_else(|| {
+        invalid(
+            key,
+            format!(
+                "{} uses ${CREDENTIALS_DIRECTORY}, which is not set \
+                 (systemd sets it for a unit with LoadCredential=)",
+                path.display()
+            ),
+        )
+    })?;
+    let dir = dir.trim_end_matches('/');
+    Ok(PathBuf::from(
+        text.replace(&braced, dir).replace(&bare, dir),
+    ))
+}
+
 fn read_secret_file(key: &str, path: &Path) -> Result<Secret, ConfigError> {
+    let path = &expand_credentials_directory(key, path, &ProcessEnv)?;
     let text = std::fs::read_to_string(path)
         .map_err(|e| invalid(key, format!("cannot read {}: {e}", path.display())))?;
     let value = text.trim_end_matches(['\n', '\r']).to_owned();
@@ -401,6 +520,38 @@ impl RawConfig {
         if d.concurrency == 0 {
             return Err(invalid("delivery.concurrency", "must be at least 1"));
         }
+        if d.per_endpoint_concurrency == 0 {
+            return Err(invalid(
+                "delivery.per_endpoint_concurrency",
+                "must be at least 1",
+            ));
+        }
+        for (key, value) in [
+            ("delivery.max_retry_after_secs", d.max_retry_after_secs),
+            ("delivery.breaker_open_secs", d.breaker_open_secs),
+            ("delivery.breaker_max_open_secs", d.breaker_max_open_secs),
+            ("delivery.hook_timeout_secs", d.hook_timeout_secs),
+            ("reconcile.interval_secs", self.reconcile.interval_secs),
+            (
+                "reconcile.empty_room_timeout_secs",
+                self.reconcile.empty_room_timeout_secs,
+            ),
+            (
+                "reconcile.egress_timeout_secs",
+                self.reconcile.egress_timeout_secs,
+            ),
+        ] {
+            if !(value > 0.0 && value <= 7.0 * 86400.0) {
+                return Err(invalid(
+                    key,
+                    "must be a positive number of seconds (at most 7 days)",
+                ));
+            }
+        }
+        if d.breaker_failures == 0 {
+            return Err(invalid("delivery.breaker_failures", "must be at least 1"));
+        }
+        let api = self.api.validate()?;
         if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
             return Err(invalid("log.level", "not a valid filter (e.g. \"info\")"));
         }
@@ -414,6 +565,8 @@ impl RawConfig {
             recordings: self.recordings,
             delivery: self.delivery,
             log: self.log,
+            api,
+            reconcile: self.reconcile,
             workflows,
         })
     }
@@ -469,6 +622,33 @@ impl RawLiveKit {
     }
 }
 
+impl RawApi {
+    fn validate(self) -> Result<ApiConfig, ConfigError> {
+        let listen = self
+            .listen
+            .unwrap_or_else(|| "127.0.0.1:8789".parse().expect("valid default address"));
+        let token = match (self.token, self.token_file) {
+            (Some(_), Some(_)) => {
+                return Err(invalid(
+                    "api.token",
+                    "set either token or token_file, not both",
+                ));
+            }
+            (Some(t), None) if t.is_empty() => return Err(invalid("api.token", "is empty")),
+            (Some(t), None) => Some(Secret(t)),
+            (None, Some(path)) => Some(read_secret_file("api.token_file", &path)?),
+            (None, None) => None,
+        };
+        if !listen.ip().is_loopback() && token.is_none() {
+            return Err(invalid(
+                "api.token",
+                "required when api.listen is not a loopback address",
+            ));
+        }
+        Ok(ApiConfig { listen, token })
+    }
+}
+
 fn validate_workflows(raw: Vec<RawWorkflow>) -> Result<Vec<Workflow>, ConfigError> {
     if raw.is_empty() {
         return Err(invalid(
@@ -504,6 +684,34 @@ fn validate_workflows(raw: Vec<RawWorkflow>) -> Result<Vec<Workflow>, ConfigErro
                     .map_err(|e| invalid(key("room_pattern"), format!("invalid regex: {e}")))?,
             ),
         };
+        let mut secrets = Vec::new();
+        match (w.signing_secret, w.signing_secret_file, w.signing_secrets) {
+            (None, None, None) => {}
+            (Some(s), None, None) => secrets.push((key("signing_secret"), s)),
+            (None, Some(path), None) => {
+                let k = key("signing_secret_file");
+                let s = read_secret_file(&k, &path)?;
+                secrets.push((k, s.0));
+            }
+            (None, None, Some(list)) => {
+                if list.is_empty() {
+                    return Err(invalid(key("signing_secrets"), "is empty"));
+                }
+                for (j, s) in list.into_iter().enumerate() {
+                    secrets.push((key(&format!("signing_secrets[{j}]")), s));
+                }
+            }
+            _ => {
+                return Err(invalid(
+                    key("signing_secret"),
+                    "set only one of signing_secret, signing_secret_file, signing_secrets",
+                ));
+            }
+        }
+        let signing_keys = secrets
+            .into_iter()
+            .map(|(k, s)| SigningKey::parse(&s).map_err(|e| invalid(k, e.to_string())))
+            .collect::<Result<Vec<_>, _>>()?;
         out.push(Workflow {
             id: w.id,
             slug: w.slug,
@@ -511,6 +719,7 @@ fn validate_workflows(raw: Vec<RawWorkflow>) -> Result<Vec<Workflow>, ConfigErro
             events_webhook_url: w.events_webhook_url,
             call_started_hook: w.call_started_hook,
             room_pattern,
+            signing_keys,
         });
     }
     Ok(out)
@@ -645,5 +854,44 @@ room_pattern = '^VOICEKIT_workflow_(?P<call_slug>[A-Za-z0-9]+)_\d+$'
         let c = Config::parse(MINIMAL, &no_env()).unwrap();
         let shown = format!("{c:?}");
         assert!(!shown.contains("\"secret\""), "{shown}");
+    }
+
+    #[test]
+    fn credentials_directory_is_expanded_in_file_paths() {
+        let env = FakeEnv(HashMap::from([(
+            "CREDENTIALS_DIRECTORY",
+            "/run/credentials/voicekit-bridge.service/",
+        )]));
+        for form in ["${CREDENTIALS_DIRECTORY}", "$CREDENTIALS_DIRECTORY"] {
+            let path = PathBuf::from(format!("{form}/livekit-api-secret"));
+            assert_eq!(
+                expand_credentials_directory("k", &path, &env).unwrap(),
+                PathBuf::from("/run/credentials/voicekit-bridge.service/livekit-api-secret")
+            );
+        }
+        let plain = PathBuf::from("/etc/voicekit-bridge/secret");
+        assert_eq!(
+            expand_credentials_directory("k", &plain, &no_env()).unwrap(),
+            plain
+        );
+        let e = expand_credentials_directory(
+            "livekit.api_secret_file",
+            Path::new("${CREDENTIALS_DIRECTORY}/s"),
+            &no_env(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.starts_with("livekit.api_secret_file: ${CREDENTIALS_DIRECTORY}/s uses"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn parse_errors_name_the_place_but_never_quote_the_line() {
+        let text = MINIMAL.replace("api_secret = \"secret\"", "api_secret = \"do-not-print-me");
+        let e = err(&text);
+        assert!(e.contains("line 4, column"), "{e}");
+        assert!(!e.contains("do-not-print-me"), "{e}");
     }
 }

@@ -5,14 +5,14 @@
 //! has queued in one transaction (group commit): one fsync serves many webhooks, and
 //! each request is answered only after the transaction holding its event committed.
 
-use std::sync::Arc;
+use std::{collections::HashMap, sync::Arc};
 
 use rand::{Rng, distr::Alphanumeric};
 use tokio::sync::{Notify, mpsc, oneshot};
 
 use crate::{
-    call::{CallState, workflow},
-    config::SharedWorkflows,
+    call::{CallState, EventKind, machine, workflow},
+    config::{SharedWorkflows, Workflow},
     livekit::event::WebhookEvent,
     store::{self, NewDelivery, Store, StoreError, Tx},
 };
@@ -124,63 +124,130 @@ impl Writer {
     }
 
     async fn commit(&self, batch: &[Command]) -> Result<Vec<Accepted>, StoreError> {
+        let started = std::time::Instant::now();
         let mut tx = self.store.begin().await?;
-        let mut results = Vec::with_capacity(batch.len());
-        for cmd in batch {
-            results.push(self.apply(&mut tx, &cmd.event, &cmd.dedupe_key).await?);
-        }
+        let results = self.apply(&mut tx, batch).await?;
         tx.commit().await?;
+        crate::metrics::store_commit(started.elapsed().as_secs_f64());
         Ok(results)
     }
 
-    async fn apply(
+    /// Applies a batch in order, as if its events came one by one, with a fixed number
+    /// of statements (plus one per VoiceKit event queued): duplicates are found with one
+    /// query, the rooms' calls are read with one, new calls inserted with one, and the
+    /// events and final call states written with one each.
+    async fn apply(&self, tx: &mut Tx, batch: &[Command]) -> Result<Vec<Accepted>, StoreError> {
+        let keys: Vec<&str> = batch.iter().map(|c| c.dedupe_key.as_str()).collect();
+        let mut seen = store::seen_events(tx, &keys).await?;
+        let mut rooms: Vec<&str> = batch.iter().filter_map(|c| c.event.room_sid()).collect();
+        rooms.sort_unstable();
+        rooms.dedup();
+        let mut calls: HashMap<String, CallState> = store::calls_by_rooms(tx, &rooms)
+            .await?
+            .into_iter()
+            .map(|c| (c.room_sid.clone(), c))
+            .collect();
+
+        // Decide each event; a room that is new and maps to a workflow becomes a call.
+        let workflows = self.workflows.load();
+        let mut plans = Vec::with_capacity(batch.len());
+        let mut new_calls: Vec<(&str, &str, &Workflow, String)> = Vec::new();
+        for cmd in batch {
+            let event = &cmd.event;
+            let plan = if !seen.insert(cmd.dedupe_key.clone()) {
+                Plan::Duplicate
+            } else if !machine::concerns_calls(&event.event) {
+                Plan::Ignored("event type does not concern calls")
+            } else if let Some(room_sid) = event.room_sid() {
+                if calls.contains_key(room_sid) || new_calls.iter().any(|c| c.0 == room_sid) {
+                    Plan::Apply(room_sid)
+                } else {
+                    let room_name = event.room_name().unwrap_or_default();
+                    let metadata = event.room.as_ref().map_or("", |r| r.metadata.as_str());
+                    match workflow::assign(&workflows, room_name, metadata) {
+                        Some(assignment) => {
+                            let wf = workflows
+                                .iter()
+                                .find(|w| w.id == assignment.workflow_id)
+                                .expect("assign returns configured workflows");
+                            let slug = assignment.call_slug.unwrap_or_else(random_slug);
+                            new_calls.push((room_sid, room_name, wf, slug));
+                            Plan::Apply(room_sid)
+                        }
+                        None => Plan::Ignored("room maps to no workflow"),
+                    }
+                }
+            } else {
+                Plan::Ignored("event concerns no room")
+            };
+            plans.push(plan);
+        }
+        let rows: Vec<store::NewCall> = new_calls
+            .iter()
+            .map(|(room, name, wf, slug)| store::NewCall(room, name, wf.id, &wf.slug, slug))
+            .collect();
+        let ids = store::create_calls(tx, &rows).await?;
+        for (room_sid, room_name, wf, slug) in new_calls {
+            let call_id = ids[room_sid];
+            tracing::info!(call_id, room = room_name, room_sid, workflow = %wf.slug, "new call");
+            let state = CallState::new(call_id, slug, wf, room_sid, room_name);
+            calls.insert(room_sid.to_owned(), state);
+        }
+
+        // Run the machine, queue what it emits, then write events and calls once each.
+        let mut results = Vec::with_capacity(batch.len());
+        let mut remembered = Vec::with_capacity(batch.len());
+        let mut touched: Vec<&str> = Vec::new();
+        for (cmd, plan) in batch.iter().zip(plans) {
+            let (key, kind, room) = (
+                cmd.dedupe_key.as_str(),
+                cmd.event.event.as_str(),
+                cmd.event.room_sid(),
+            );
+            match plan {
+                Plan::Duplicate => results.push(Accepted::Duplicate),
+                Plan::Ignored(why) => {
+                    remembered.push(store::SeenEvent(key, kind, room, None));
+                    results.push(Accepted::Ignored(why));
+                }
+                Plan::Apply(room_sid) => {
+                    let state = calls.remove(room_sid).expect("planned rooms have a call");
+                    let transition = state.apply(&cmd.event);
+                    let call = transition.state;
+                    self.queue(tx, &call, &transition.emitted).await?;
+                    remembered.push(store::SeenEvent(key, kind, room, Some(call.call_id)));
+                    results.push(Accepted::Applied {
+                        call_id: call.call_id,
+                        emitted: transition.emitted.len(),
+                    });
+                    if !touched.contains(&room_sid) {
+                        touched.push(room_sid);
+                    }
+                    calls.insert(room_sid.to_owned(), call);
+                }
+            }
+        }
+        store::remember_events(tx, &remembered).await?;
+        let states: Vec<&CallState> = touched.iter().map(|r| &calls[*r]).collect();
+        store::save_calls(tx, &states).await?;
+        Ok(results)
+    }
+
+    /// Queues a call's VoiceKit events in the outbox, in the transaction of their cause.
+    async fn queue(
         &self,
         tx: &mut Tx,
-        event: &WebhookEvent,
-        key: &str,
-    ) -> Result<Accepted, StoreError> {
-        let room_sid = event.room_sid();
-        if !store::remember_event(tx, key, &event.event, room_sid).await? {
-            return Ok(Accepted::Duplicate);
-        }
-        let Some(room_sid) = room_sid else {
-            return Ok(Accepted::Ignored("event concerns no room"));
-        };
-        let state = match store::call_by_room(tx, room_sid).await? {
-            Some(state) => state,
-            None => {
-                let room_name = event.room_name().unwrap_or_default();
-                let metadata = event
-                    .room
-                    .as_ref()
-                    .map(|r| r.metadata.as_str())
-                    .unwrap_or("");
-                let workflows = self.workflows.load();
-                let Some(assignment) = workflow::assign(&workflows, room_name, metadata) else {
-                    return Ok(Accepted::Ignored("room maps to no workflow"));
-                };
-                let wf = workflows
-                    .iter()
-                    .find(|w| w.id == assignment.workflow_id)
-                    .expect("assign returns configured workflows");
-                let slug = assignment.call_slug.unwrap_or_else(random_slug);
-                let call_id =
-                    store::create_call(tx, room_sid, room_name, wf.id, &wf.slug, &slug).await?;
-                tracing::info!(call_id, room = room_name, room_sid, workflow = %wf.slug, "new call");
-                CallState::new(call_id, slug, wf, room_sid, room_name)
-            }
-        };
-        let transition = state.apply(event);
-        let call = &transition.state;
-        store::save_call(tx, call).await?;
-        store::link_event(tx, key, call.call_id).await?;
-        for emitted in &transition.emitted {
+        call: &CallState,
+        emitted: &[machine::Emitted],
+    ) -> Result<(), StoreError> {
+        for emitted in emitted {
             let kind = emitted.event.kind();
             let recording = emitted
                 .recording
                 .as_ref()
                 .map(serde_json::to_string)
                 .transpose()?;
+            let payload = emitted.event.to_json();
             store::enqueue(
                 tx,
                 &NewDelivery {
@@ -189,22 +256,50 @@ impl Writer {
                     seq: kind.seq(),
                     event_type: kind.as_str(),
                     workflow_id: call.workflow_id,
-                    payload: &emitted.event.to_json(),
+                    payload: &payload,
                     recording: recording.as_deref(),
                 },
             )
             .await?;
+            let has_hook = || {
+                self.workflows
+                    .load()
+                    .iter()
+                    .any(|w| w.id == call.workflow_id && w.call_started_hook.is_some())
+            };
+            if kind == EventKind::CallStarted && has_hook() {
+                // The hook gets the call_started payload too, as its own outbox row
+                // (seq 0): it never holds up the call's events.
+                store::enqueue(
+                    tx,
+                    &NewDelivery {
+                        webhook_id: &new_webhook_id(),
+                        call_id: call.call_id,
+                        seq: 0,
+                        event_type: store::HOOK_EVENT,
+                        workflow_id: call.workflow_id,
+                        payload: &payload,
+                        recording: None,
+                    },
+                )
+                .await?;
+            }
             tracing::info!(
                 call_id = call.call_id,
                 event = kind.as_str(),
                 "queued VoiceKit event"
             );
         }
-        Ok(Accepted::Applied {
-            call_id: call.call_id,
-            emitted: transition.emitted.len(),
-        })
+        Ok(())
     }
+}
+
+/// What the writer does with one event of a batch.
+enum Plan<'a> {
+    Duplicate,
+    Ignored(&'static str),
+    /// Apply it to the call of this room.
+    Apply(&'a str),
 }
 
 /// An 8-character lowercase alphanumeric call slug, for rooms whose name carries none.

@@ -5,27 +5,37 @@
 //! drains to each workflow's endpoint, publishing recordings through `recording`.
 
 pub mod call;
+pub mod cli;
 pub mod config;
 pub mod delivery;
 pub mod http;
 pub mod ingest;
 pub mod livekit;
+pub mod metrics;
+pub mod reconcile;
 pub mod recording;
+pub mod reload;
 pub mod shutdown;
 pub mod simulate;
 pub mod store;
+pub mod systemd;
 
-use std::{io::Write, sync::Arc};
+use std::{io::Write, path::PathBuf, sync::Arc, time::Duration};
 
 use anyhow::Context;
-use tokio::{net::TcpListener, sync::Notify};
+use tokio::{
+    net::TcpListener,
+    signal::unix::{Signal, SignalKind, signal},
+    sync::Notify,
+};
 
 use crate::{
     config::{Config, SharedWorkflows},
     delivery::Worker,
-    http::AppState,
+    http::{AppState, operator::OperatorState},
     ingest::Ingestor,
-    livekit::auth::WebhookVerifier,
+    livekit::{api::LiveKitApi, auth::WebhookVerifier},
+    reconcile::Reconciler,
     recording::Recordings,
     store::Store,
 };
@@ -33,22 +43,90 @@ use crate::{
 /// The line printed on stdout once the daemon accepts webhooks (tests and scripts wait
 /// for it).
 pub const READY_LINE: &str = "voicekit-bridge listening on";
+/// Printed just before [`READY_LINE`]: where the operator API listens.
+pub const OPERATOR_API_LINE: &str = "voicekit-bridge operator API on";
+
+/// How long shutdown waits for in-flight requests and deliveries before the process
+/// exits anyway (below the unit's `TimeoutStopSec=30`). A delivery cut short stays
+/// pending in the outbox and is sent after the restart.
+pub const STOP_GRACE: Duration = Duration::from_secs(25);
+
+/// How to run the daemon, beyond its configuration.
+#[derive(Default)]
+pub struct RunOptions {
+    /// The file the configuration came from: SIGHUP reloads its workflows. Without it,
+    /// SIGHUP is logged and ignored.
+    pub config_path: Option<PathBuf>,
+    /// Applies a reloaded `log.level`; `None` keeps the level (e.g. `RUST_LOG` is set).
+    pub set_log_level: Option<reload::LogLevelSetter>,
+}
 
 /// Runs the daemon until SIGTERM or Ctrl-C.
 pub async fn run(config: Config) -> anyhow::Result<()> {
+    run_with(config, RunOptions::default()).await
+}
+
+/// [`run`], with SIGHUP reloads as `options` say. Tells systemd `READY=1` once the store
+/// is open, migrated and the listener bound, `STOPPING=1` on SIGTERM, and pings its
+/// watchdog when asked to (all no-ops without `NOTIFY_SOCKET`).
+pub async fn run_with(config: Config, options: RunOptions) -> anyhow::Result<()> {
+    // Before anything slow: until a handler is installed, SIGTERM and SIGHUP kill.
+    let signals = Signals::install().context("installing signal handlers")?;
     let store = Store::open(&config.store.url)
         .await
         .with_context(|| format!("opening the store at {}", config.store.url))?;
     let workflows: SharedWorkflows =
         Arc::new(arc_swap::ArcSwap::from_pointee(config.workflows.clone()));
+    let reloader = options.config_path.map(|path| {
+        reload::Reloader::new(
+            path,
+            config.clone(),
+            workflows.clone(),
+            options.set_log_level,
+        )
+    });
+    let ops_store = store.clone();
     let wake = Arc::new(Notify::new());
     let (ingestor, writer) = Ingestor::start(store.clone(), workflows.clone(), wake.clone());
     let recordings = Recordings::new(config.recordings.clone()).await;
-    let worker = Worker::new(store, recordings, &config.delivery, workflows, wake)
-        .context("building the HTTP client for deliveries")?;
+    let livekit = LiveKitApi::new(config.livekit.url.clone(), config.livekit.keys[0].clone());
+    let operator = Arc::new(OperatorState {
+        store: store.clone(),
+        workflows: workflows.clone(),
+        token: config.api.token.clone(),
+        delivery: wake.clone(),
+    });
+    let reconciler = Reconciler {
+        store: store.clone(),
+        ingestor: ingestor.clone(),
+        livekit: livekit.clone(),
+        config: config.reconcile.clone(),
+    };
+    let worker = Worker::new(
+        store,
+        recordings,
+        livekit,
+        &config.delivery,
+        workflows,
+        wake,
+    )
+    .context("building the HTTP client for deliveries")?;
 
     let (trigger, shutdown) = shutdown::channel();
     let delivery = tokio::spawn(worker.run(shutdown.clone()));
+    let repairs = tokio::spawn(reconciler.run(shutdown.clone()));
+
+    let api_listener = TcpListener::bind(config.api.listen)
+        .await
+        .with_context(|| format!("binding api.listen = {}", config.api.listen))?;
+    let api_addr = api_listener.local_addr()?;
+    let mut api_shutdown = shutdown.clone();
+    tokio::spawn(
+        axum::serve(api_listener, http::operator::router(operator))
+            .with_graceful_shutdown(async move { api_shutdown.wait().await })
+            .into_future(),
+    );
+    tracing::info!(addr = %api_addr, "operator API listening");
 
     let listener = TcpListener::bind(config.server.listen)
         .await
@@ -58,37 +136,110 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         verifier: WebhookVerifier::new(&config.livekit.keys),
         ingestor,
         max_body_bytes: config.server.max_body_bytes,
+        store: ops_store.clone(),
+        shutdown: shutdown.clone(),
     });
     let app = http::router(&config.server.webhook_path, state);
     tracing::info!(%addr, path = %config.server.webhook_path, workflows = config.workflows.len(), "listening for LiveKit webhooks");
     {
         let mut out = std::io::stdout().lock();
+        writeln!(out, "{OPERATOR_API_LINE} {api_addr}")?;
         writeln!(out, "{READY_LINE} {addr}")?;
         out.flush()?;
     }
+    systemd::ready(addr, config.workflows.len());
+    systemd::spawn_watchdog(ops_store.clone(), shutdown.clone());
+    match reloader {
+        Some(reloader) => drop(reloader.spawn(signals.hup)),
+        None => drop(ignore_hangups(signals.hup)),
+    }
 
     let mut on_shutdown = shutdown.clone();
-    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
-        on_shutdown.wait().await;
-    });
+    let mut server = tokio::spawn(
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move { on_shutdown.wait().await })
+            .into_future(),
+    );
+    let term = signals.term;
     tokio::spawn(async move {
-        wait_for_signal().await;
+        wait_for_stop(term).await;
         tracing::info!("shutting down: finishing in-flight requests and deliveries");
+        systemd::stopping();
         trigger.fire();
     });
-    server.await.context("serving HTTP")?;
-    // The router (and with it the last Ingestor handle) is gone: the writer drains and stops.
-    let _ = writer.await;
-    let _ = delivery.await;
-    tracing::info!("stopped");
+
+    let mut stopping = shutdown.clone();
+    let served_already = tokio::select! {
+        _ = stopping.wait() => None,
+        served = &mut server => Some(served),
+    };
+    // The server may finish in the same wake-up as the stop signal: only the flag tells
+    // a graceful end from a failure.
+    if served_already.is_some() && !shutdown.is_shutdown() {
+        if let Some(served) = served_already {
+            served
+                .context("the HTTP server task failed")?
+                .context("serving HTTP")?;
+        }
+        anyhow::bail!("the HTTP server stopped without being asked to");
+    }
+    // From the stop signal on, in-flight work has STOP_GRACE to finish.
+    let drained = tokio::time::timeout(STOP_GRACE, async move {
+        let served = match served_already {
+            Some(served) => served,
+            None => server.await,
+        };
+        // The router (and with it the last Ingestor handle) is gone: the writer drains and stops.
+        let _ = repairs.await;
+        let _ = writer.await;
+        let _ = delivery.await;
+        served
+    })
+    .await;
+    match drained {
+        Ok(served) => {
+            served
+                .context("the HTTP server task failed")?
+                .context("serving HTTP")?;
+            tracing::info!("stopped");
+        }
+        Err(_) => tracing::warn!(
+            grace_secs = STOP_GRACE.as_secs(),
+            "in-flight work did not finish in time; exiting anyway (undelivered events stay in the outbox)"
+        ),
+    }
+    // Closes the SQLite connections cleanly (and checkpoints the WAL) before the exit.
+    let _ = tokio::time::timeout(Duration::from_secs(2), ops_store.pool().close()).await;
     Ok(())
 }
 
-async fn wait_for_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).expect("installing the SIGTERM handler");
+/// The signals the daemon handles, installed first thing so none is lost or fatal.
+struct Signals {
+    term: Signal,
+    hup: Signal,
+}
+
+impl Signals {
+    fn install() -> std::io::Result<Signals> {
+        Ok(Signals {
+            term: signal(SignalKind::terminate())?,
+            hup: signal(SignalKind::hangup())?,
+        })
+    }
+}
+
+async fn wait_for_stop(mut term: Signal) {
     tokio::select! {
         _ = term.recv() => {}
         _ = tokio::signal::ctrl_c() => {}
     }
+}
+
+/// Without a configuration file there is nothing to reload; SIGHUP must still not kill.
+fn ignore_hangups(mut hup: Signal) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            tracing::warn!("SIGHUP ignored: no configuration file to reload");
+        }
+    })
 }

@@ -1,10 +1,16 @@
-//! The `voicekit-bridge` command line: run the daemon, check a config, simulate a call.
+//! The `voicekit-bridge` command line: run the daemon, check a config, simulate a call,
+//! and the operator's tools (calls, deliveries, send-test-event).
 
 use std::{io::IsTerminal, path::PathBuf, process::ExitCode};
 
 use clap::{Args, Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
-use voicekit_bridge::config::{Config, LogFormat};
+use voicekit_bridge::{
+    RunOptions,
+    cli::{operator::OperatorClient, test_event},
+    config::{Config, LogFormat},
+    reload::LogLevelSetter,
+};
 
 #[derive(Parser)]
 #[command(
@@ -45,6 +51,99 @@ enum Command {
         #[arg(long, default_value_t = 60)]
         timeout_secs: u64,
     },
+    /// Calls as the running daemon knows them (through its operator API).
+    Calls {
+        #[command(subcommand)]
+        command: CallsCommand,
+    },
+    /// Deliveries of VoiceKit events: list, retry one, replay failed ones.
+    Deliveries {
+        #[command(subcommand)]
+        command: DeliveriesCommand,
+    },
+    /// Post a signed sample event to a workflow's endpoint and print the response.
+    SendTestEvent {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[arg(long)]
+        workflow: String,
+        /// call_started, call_ended or call_finalized.
+        #[arg(long, default_value = "call_started")]
+        event: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum CallsCommand {
+    /// The newest calls.
+    List {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// waiting, in_progress, ended or finalized.
+        #[arg(long)]
+        phase: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+        #[arg(long)]
+        json: bool,
+    },
+    /// One call with its LiveKit events, VoiceKit events and every delivery attempt.
+    Show {
+        #[command(flatten)]
+        config: ConfigArg,
+        id: i64,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum DeliveriesCommand {
+    /// Deliveries, newest first.
+    List {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// pending, delivered or failed.
+        #[arg(long)]
+        status: Option<String>,
+        /// A workflow slug.
+        #[arg(long)]
+        workflow: Option<String>,
+        #[arg(long, default_value_t = 100)]
+        limit: i64,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Send one delivery again now.
+    Retry {
+        #[command(flatten)]
+        config: ConfigArg,
+        id: i64,
+    },
+    /// Send again every failed delivery of a workflow created in [since, until).
+    Replay {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[arg(long)]
+        workflow: String,
+        /// RFC 3339, e.g. 2026-12-01T00:00:00Z.
+        #[arg(long)]
+        since: String,
+        #[arg(long)]
+        until: String,
+    },
+}
+
+/// Runs a command's future on a fresh runtime and turns its error into an exit code.
+fn block_on(future: impl std::future::Future<Output = anyhow::Result<()>>) -> ExitCode {
+    let runtime = tokio::runtime::Runtime::new().expect("starting the tokio runtime");
+    match runtime.block_on(future) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn load(arg: &ConfigArg) -> Result<Config, ExitCode> {
@@ -54,16 +153,48 @@ fn load(arg: &ConfigArg) -> Result<Config, ExitCode> {
     })
 }
 
-fn init_logging(config: &Config) {
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.log.level));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+/// Logs to stderr: text (coloured on a terminal) or one JSON object per line. Returns
+/// how a reload changes the level, or `None` when a valid `RUST_LOG` decides it (it wins
+/// over `log.level`; an empty one counts as unset).
+fn init_logging(config: &Config) -> Option<LogLevelSetter> {
+    use tracing_subscriber::{Layer, fmt, layer::SubscriberExt, reload, util::SubscriberInitExt};
+
+    let from_env = std::env::var(EnvFilter::DEFAULT_ENV)
+        .ok()
+        .filter(|v| !v.trim().is_empty())
+        .and_then(|v| EnvFilter::try_new(v).ok());
+    let env_wins = from_env.is_some();
+    let (filter, handle) =
+        reload::Layer::new(from_env.unwrap_or_else(|| EnvFilter::new(&config.log.level)));
+    let output = fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal());
-    match config.log.format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.init(),
+    let output = match config.log.format {
+        LogFormat::Json => output.json().boxed(),
+        LogFormat::Text => output.boxed(),
+    };
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(output)
+        .init();
+    if env_wins {
+        return None;
+    }
+    Some(Box::new(move |level: &str| {
+        let filter = EnvFilter::try_new(level).map_err(|e| e.to_string())?;
+        handle.reload(filter).map_err(|e| e.to_string())
+    }))
+}
+
+/// Runs an operator command against the daemon named by the config's `[api]`.
+fn operator<F, Fut>(arg: &ConfigArg, command: F) -> ExitCode
+where
+    F: FnOnce(OperatorClient) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    match load(arg) {
+        Ok(config) => block_on(command(OperatorClient::new(&config))),
+        Err(code) => code,
     }
 }
 
@@ -87,9 +218,15 @@ fn main() -> ExitCode {
                 Ok(c) => c,
                 Err(code) => return code,
             };
-            init_logging(&config);
+            let options = RunOptions {
+                config_path: Some(std::path::absolute(&arg.config).unwrap_or(arg.config)),
+                set_log_level: init_logging(&config),
+            };
             let runtime = tokio::runtime::Runtime::new().expect("starting the tokio runtime");
-            match runtime.block_on(voicekit_bridge::run(config)) {
+            let result = runtime.block_on(voicekit_bridge::run_with(config, options));
+            // Whatever still runs after the stop grace must not hold the exit back.
+            runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+            match result {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!("fatal: {e:#}");
@@ -107,19 +244,55 @@ fn main() -> ExitCode {
                 Ok(c) => c,
                 Err(code) => return code,
             };
-            let runtime = tokio::runtime::Runtime::new().expect("starting the tokio runtime");
             let timeout = std::time::Duration::from_secs(timeout_secs);
-            match runtime.block_on(voicekit_bridge::simulate::run(
+            block_on(voicekit_bridge::simulate::run(
                 &config,
                 workflow.as_deref(),
                 timeout,
-            )) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("error: {e:#}");
-                    ExitCode::FAILURE
-                }
-            }
+            ))
         }
+        Command::SendTestEvent {
+            config,
+            workflow,
+            event,
+        } => match load(&config) {
+            Ok(c) => block_on(async move { test_event::run(&c, &workflow, &event).await }),
+            Err(code) => code,
+        },
+        Command::Calls { command } => match command {
+            CallsCommand::List {
+                config,
+                phase,
+                limit,
+                json,
+            } => operator(&config, |c| async move {
+                c.list_calls(phase, limit, json).await
+            }),
+            CallsCommand::Show { config, id, json } => {
+                operator(&config, |c| async move { c.show_call(id, json).await })
+            }
+        },
+        Command::Deliveries { command } => match command {
+            DeliveriesCommand::List {
+                config,
+                status,
+                workflow,
+                limit,
+                json,
+            } => operator(&config, |c| async move {
+                c.list_deliveries(status, workflow, limit, json).await
+            }),
+            DeliveriesCommand::Retry { config, id } => {
+                operator(&config, |c| async move { c.retry(id).await })
+            }
+            DeliveriesCommand::Replay {
+                config,
+                workflow,
+                since,
+                until,
+            } => operator(&config, |c| async move {
+                c.replay(&workflow, &since, &until).await
+            }),
+        },
     }
 }

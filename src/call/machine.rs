@@ -30,6 +30,9 @@ pub struct CallState {
     pub room_sid: String,
     pub room_name: String,
     pub room_created_at_ms: Option<i64>,
+    /// The room's metadata as LiveKit last reported it (runtime data is merged into it).
+    #[serde(default)]
+    pub room_metadata: String,
     pub metadata_phone: Option<String>,
     pub sip_phone: Option<String>,
     /// Participants in the room now, egress recorders excluded.
@@ -43,6 +46,31 @@ pub struct CallState {
     /// The first egress to end; it decides `call_finalized`.
     pub egress: Option<EgressOutcome>,
     pub finalized: bool,
+    /// What the bridge had to repair because LiveKit lost an event, for the operator.
+    #[serde(default)]
+    pub repairs: Vec<String>,
+}
+
+/// Events the bridge itself raises when LiveKit's never came (its webhook queue is in
+/// memory and drops events): they act like LiveKit's own and are noted on the call.
+pub const REPAIR_ROOM_FINISHED: &str = "bridge_room_timeout";
+pub const REPAIR_EGRESS_ENDED: &str = "bridge_egress_reconciled";
+
+/// Whether an event type can change a call; others are acknowledged and ignored.
+pub fn concerns_calls(event: &str) -> bool {
+    matches!(
+        event,
+        "room_started"
+            | "room_finished"
+            | "participant_joined"
+            | "participant_left"
+            | "participant_connection_aborted"
+            | "egress_started"
+            | "egress_updated"
+            | "egress_ended"
+            | REPAIR_ROOM_FINISHED
+            | REPAIR_EGRESS_ENDED
+    )
 }
 
 /// How the call's recording ended, as far as `call_finalized` needs to know.
@@ -113,6 +141,7 @@ impl CallState {
             room_sid: room_sid.to_owned(),
             room_name: room_name.to_owned(),
             room_created_at_ms: None,
+            room_metadata: String::new(),
             metadata_phone: None,
             sip_phone: None,
             present: BTreeSet::new(),
@@ -123,6 +152,7 @@ impl CallState {
             egress_ids: BTreeSet::new(),
             egress: None,
             finalized: false,
+            repairs: Vec::new(),
         }
     }
 
@@ -151,12 +181,30 @@ impl CallState {
             if self.room_created_at_ms.is_none() {
                 self.room_created_at_ms = room.created_at_ms();
             }
+            if !room.metadata.is_empty() {
+                self.room_metadata.clone_from(&room.metadata);
+            }
             if let Some(phone) = super::workflow::metadata_phone_number(&room.metadata) {
                 self.metadata_phone = Some(phone);
             }
         }
 
-        match event.event.as_str() {
+        let kind = match event.event.as_str() {
+            REPAIR_ROOM_FINISHED if self.ended_at_ms.is_none() => {
+                self.repairs.push(
+                    "ended by the bridge: the room stayed empty and no room_finished came".into(),
+                );
+                "room_finished"
+            }
+            REPAIR_EGRESS_ENDED if self.egress.is_none() => {
+                self.repairs.push(
+                    "egress end taken from LiveKit's ListEgress: no egress_ended came".into(),
+                );
+                "egress_ended"
+            }
+            other => other,
+        };
+        match kind {
             "participant_joined" if self.ended_at_ms.is_none() => {
                 if let Some(p) = &event.participant {
                     match p.kind() {
@@ -351,6 +399,7 @@ mod tests {
             events_webhook_url: "http://127.0.0.1:1/".into(),
             call_started_hook: None,
             room_pattern: None,
+            signing_keys: vec![],
         }
     }
 
@@ -657,6 +706,32 @@ mod tests {
         assert_eq!(t.emitted, vec![]);
         let t2 = before.clone().apply(&ev(json!({"event": "something_new"})));
         assert_eq!(t2.state, before);
+    }
+
+    #[test]
+    fn repairs_act_like_livekit_events_and_are_noted() {
+        let mut timeout = finished(START_MS / 1000 + 40);
+        timeout.event = REPAIR_ROOM_FINISHED.into();
+        let mut reconciled = egress_ended("EGRESS_COMPLETE", true);
+        reconciled.event = REPAIR_EGRESS_ENDED.into();
+        let (state, out) = run(&[
+            joined("PA_agent", Some("AGENT"), START_MS),
+            left("PA_agent", Some("AGENT"), START_MS / 1000 + 30),
+            timeout.clone(),
+            reconciled.clone(),
+            timeout,
+            reconciled,
+        ]);
+        assert_eq!(
+            kinds(&out),
+            [
+                EventKind::CallStarted,
+                EventKind::CallEnded,
+                EventKind::CallFinalized
+            ]
+        );
+        assert_eq!(duration_of(&out).0, 29);
+        assert_eq!(state.repairs.len(), 2, "{:?}", state.repairs);
     }
 
     #[test]

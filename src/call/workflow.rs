@@ -75,6 +75,7 @@ mod tests {
             events_webhook_url: "http://127.0.0.1:1/".into(),
             call_started_hook: None,
             room_pattern: pattern.map(|p| Regex::new(p).unwrap()),
+            signing_keys: vec![],
         };
         vec![
             w(

@@ -1,6 +1,8 @@
 //! Getting VoiceKit events from the outbox to each workflow's endpoint.
 
+pub mod breaker;
 pub mod policy;
+pub mod signing;
 pub mod worker;
 
 pub use worker::Worker;

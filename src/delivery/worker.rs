@@ -1,189 +1,413 @@
-//! The delivery worker: takes due events from the outbox and POSTs them.
+//! The delivery worker: takes due events from the outbox and POSTs them, signed.
 //!
-//! Every attempt is recorded, every failure is rescheduled by the retry policy, and a
-//! call's later events wait while an earlier one is still pending (the outbox query
-//! enforces that), so order per call holds across retries and restarts.
+//! It dispatches continuously rather than in rounds, so one slow endpoint never holds
+//! up another: concurrency is bounded overall and per endpoint, and an endpoint that
+//! keeps failing is paused whole by its circuit breaker. Every attempt is recorded and
+//! every failure rescheduled by the retry policy. A call's later events wait while an
+//! earlier one is pending (the outbox query enforces it), so order per call holds
+//! across retries and restarts.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    collections::{HashMap, HashSet},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
 
-use reqwest::header::{CONTENT_TYPE, HeaderValue, USER_AGENT};
-use tokio::{sync::Notify, task::JoinSet, time::Instant};
+use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderValue, RETRY_AFTER, USER_AGENT};
+use tokio::{sync::Notify, task::JoinSet};
 
-use super::policy::RetryPolicy;
+use super::{
+    breaker::{self, Breakers, Change},
+    policy::RetryPolicy,
+    signing::{self, SigningKey},
+};
 use crate::{
     call::{machine::RecordingFile, voicekit},
-    config::{DeliveryConfig, SharedWorkflows},
+    config::{DeliveryConfig, SharedWorkflows, Workflow},
+    livekit::api::{LiveKitApi, merge_metadata},
     recording::{Published, Recordings},
     shutdown::Shutdown,
-    store::{Attempt, AttemptOutcome, OutboxRow, Store, StoreError, now_ms},
+    store::{Attempt, AttemptOutcome, DueFilter, HOOK_EVENT, OutboxRow, Store, StoreError, now_ms},
 };
 
 /// `voicekit-bridge/0.1.0`: lets a customer's logs tell our requests from others.
 pub const USER_AGENT_VALUE: &str = concat!("voicekit-bridge/", env!("CARGO_PKG_VERSION"));
 
+const GONE_BEFORE: &str = "not sent: the endpoint answered 410 Gone";
+
 /// The most response body kept with an attempt.
 const RESPONSE_SNIPPET: usize = 4096;
 
-/// Longest idle sleep: a safety net only, wake-ups come from ingest and due times.
+/// Longest idle sleep: a safety net only, wake-ups come from ingest, due times and
+/// finished deliveries.
 const IDLE_POLL: Duration = Duration::from_secs(30);
 
 pub struct Worker {
+    inner: Arc<Inner>,
+    wake: Arc<Notify>,
+}
+
+struct Inner {
     store: Store,
     http: reqwest::Client,
     recordings: Recordings,
+    livekit: LiveKitApi,
     policy: RetryPolicy,
     workflows: SharedWorkflows,
-    wake: Arc<Notify>,
-    concurrency: usize,
+    config: DeliveryConfig,
+    breakers: Mutex<Breakers>,
+    in_flight: Mutex<InFlight>,
+    /// Endpoints that answered 410 Gone: nothing more is sent to them until the
+    /// workflow's URL changes (reload) or the daemon restarts.
+    gone: Mutex<HashSet<String>>,
+}
+
+#[derive(Default)]
+struct InFlight {
+    ids: HashSet<i64>,
+    per_endpoint: HashMap<String, usize>,
+}
+
+/// Where one outbox row goes and how it is sent.
+#[derive(Clone)]
+struct Target {
+    url: String,
+    keys: Vec<SigningKey>,
+    timeout: Duration,
 }
 
 /// Why one attempt did not get a 2xx.
 enum Failure {
-    Status(u16, String),
-    Error(String),
+    /// The endpoint answered; `retry_after` from 429/503.
+    Status {
+        code: u16,
+        body: String,
+        retry_after: Option<Duration>,
+    },
+    /// The endpoint could not be reached, or timed out.
+    Network(String),
+    /// Nothing was sent (no endpoint configured, the recording could not be published).
+    NotSent(String),
+    /// Not sent: the endpoint answered 410 Gone before.
+    Gone,
 }
 
 impl Worker {
     pub fn new(
         store: Store,
         recordings: Recordings,
+        livekit: LiveKitApi,
         config: &DeliveryConfig,
         workflows: SharedWorkflows,
         wake: Arc<Notify>,
     ) -> Result<Worker, reqwest::Error> {
         let http = reqwest::Client::builder()
-            .timeout(config.timeout())
             // Standard Webhooks practice: a redirect is not a delivery.
             .redirect(reqwest::redirect::Policy::none())
             .pool_idle_timeout(Duration::from_secs(60))
             .build()?;
+        let breakers = Breakers::new(
+            config.breaker_failures,
+            Duration::from_secs_f64(config.breaker_open_secs),
+            Duration::from_secs_f64(config.breaker_max_open_secs),
+        );
         Ok(Worker {
-            store,
-            http,
-            recordings,
-            policy: RetryPolicy::new(&config.retry_schedule_secs),
-            workflows,
+            inner: Arc::new(Inner {
+                store,
+                http,
+                recordings,
+                livekit,
+                policy: RetryPolicy::new(&config.retry_schedule_secs),
+                workflows,
+                config: config.clone(),
+                breakers: Mutex::new(breakers),
+                in_flight: Mutex::new(InFlight::default()),
+                gone: Mutex::new(HashSet::new()),
+            }),
             wake,
-            concurrency: config.concurrency,
         })
     }
 
-    /// Delivers until shutdown; in-flight deliveries finish first (bounded by the timeout).
+    /// Delivers until shutdown; in-flight deliveries then finish (bounded by the
+    /// timeout) and record their outcome, so nothing is left half-sent.
     pub async fn run(self, mut shutdown: Shutdown) {
-        let worker = Arc::new(self);
+        let mut tasks = JoinSet::new();
         while !shutdown.is_shutdown() {
-            let due = match worker
-                .store
-                .due_deliveries(now_ms(), worker.concurrency as i64 * 4)
-                .await
-            {
-                Ok(due) => due,
+            let sleep = match self.inner.dispatch(&mut tasks).await {
+                Ok(()) => self.inner.idle_sleep().await,
                 Err(e) => {
                     tracing::error!(error = %e, "cannot read the outbox; retrying in 1 s");
-                    tokio::select! {
-                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                        _ = shutdown.wait() => {}
-                    }
-                    continue;
+                    Duration::from_secs(1)
                 }
             };
-            if due.is_empty() {
-                let sleep = worker.idle_sleep().await;
-                tokio::select! {
-                    _ = worker.wake.notified() => {}
-                    _ = tokio::time::sleep(sleep) => {}
-                    _ = shutdown.wait() => {}
-                }
-                continue;
+            tokio::select! {
+                _ = self.wake.notified() => {}
+                Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+                _ = tokio::time::sleep(sleep) => {}
+                _ = shutdown.wait() => {}
             }
-            worker.deliver_all(due).await;
         }
+        if !tasks.is_empty() {
+            tracing::info!(in_flight = tasks.len(), "waiting for in-flight deliveries");
+        }
+        while tasks.join_next().await.is_some() {}
         tracing::info!("delivery worker stopped");
     }
+}
 
-    async fn idle_sleep(&self) -> Duration {
-        match self.store.next_due_at().await {
-            Ok(Some(at)) => {
-                Duration::from_millis((at - now_ms()).clamp(0, IDLE_POLL.as_millis() as i64) as u64)
-            }
-            _ => IDLE_POLL,
-        }
+impl Inner {
+    fn paused_workflows(&self, workflows: &[Workflow], now: Instant) -> Vec<i64> {
+        let breakers = self.breakers.lock().expect("breaker lock");
+        workflows
+            .iter()
+            .filter(|w| {
+                matches!(
+                    breakers.state(&w.events_webhook_url, now),
+                    breaker::State::Open(_)
+                )
+            })
+            .map(|w| w.id)
+            .collect()
     }
 
-    async fn deliver_all(self: &Arc<Self>, due: Vec<OutboxRow>) {
-        let mut tasks = JoinSet::new();
-        for row in due {
-            if tasks.len() >= self.concurrency {
-                tasks.join_next().await;
+    async fn dispatch(self: &Arc<Self>, tasks: &mut JoinSet<()>) -> Result<(), StoreError> {
+        let capacity = self.config.concurrency;
+        if tasks.len() >= capacity {
+            return Ok(());
+        }
+        let workflows = self.workflows.load_full();
+        let now = Instant::now();
+        let paused = self.paused_workflows(&workflows, now);
+        let per_endpoint = self.config.per_endpoint_concurrency;
+        let in_flight = self.in_flight.lock().expect("in-flight lock").ids.len();
+        let filter = DueFilter {
+            paused_workflows: &paused,
+            // In flight rows are still pending; ask for enough to find fresh ones.
+            per_workflow: 2 * per_endpoint as i64,
+            limit: (2 * capacity + in_flight) as i64,
+        };
+        let rows = self.store.due_deliveries(now_ms(), &filter).await?;
+        for row in rows {
+            if tasks.len() >= capacity {
+                break;
             }
-            let worker = self.clone();
+            let target = target(&workflows, &row, &self.config);
+            let endpoint = target.as_ref().map(|t| t.url.clone()).unwrap_or_default();
+            let limit = match self
+                .breakers
+                .lock()
+                .expect("breaker lock")
+                .state(&endpoint, now)
+            {
+                breaker::State::Closed => per_endpoint,
+                // One probe at a time while the circuit is deciding whether to close.
+                breaker::State::HalfOpen => 1,
+                breaker::State::Open(_) if row.event_type == HOOK_EVENT => per_endpoint,
+                breaker::State::Open(_) => continue,
+            };
+            {
+                let mut in_flight = self.in_flight.lock().expect("in-flight lock");
+                let busy = in_flight.per_endpoint.get(&endpoint).copied().unwrap_or(0);
+                if in_flight.ids.contains(&row.id) || busy >= limit {
+                    continue;
+                }
+                in_flight.ids.insert(row.id);
+                *in_flight.per_endpoint.entry(endpoint.clone()).or_insert(0) += 1;
+            }
+            let inner = self.clone();
             tasks.spawn(async move {
                 let id = row.id;
-                if let Err(e) = worker.deliver(row).await {
+                if let Err(e) = inner.deliver(row, target).await {
                     tracing::error!(outbox_id = id, error = %e, "could not record a delivery attempt; it will be retried");
+                }
+                let mut in_flight = inner.in_flight.lock().expect("in-flight lock");
+                in_flight.ids.remove(&id);
+                if let Some(n) = in_flight.per_endpoint.get_mut(&endpoint) {
+                    *n = n.saturating_sub(1);
                 }
             });
         }
-        while tasks.join_next().await.is_some() {}
+        Ok(())
     }
 
-    async fn deliver(&self, mut row: OutboxRow) -> Result<(), StoreError> {
+    async fn idle_sleep(&self) -> Duration {
+        let now = Instant::now();
+        let paused = self.paused_workflows(&self.workflows.load(), now);
+        let mut sleep = IDLE_POLL;
+        if let Ok(Some(at)) = self.store.next_due_after(now_ms(), &paused).await {
+            sleep = sleep.min(Duration::from_millis((at - now_ms()).max(0) as u64));
+        }
+        if let Some(reopen) = self.breakers.lock().expect("breaker lock").next_reopen(now) {
+            sleep = sleep.min(reopen - now);
+        }
+        sleep
+    }
+
+    async fn deliver(&self, mut row: OutboxRow, target: Option<Target>) -> Result<(), StoreError> {
         let attempted_at = now_ms();
         let started = Instant::now();
-        let endpoint = self
-            .workflows
-            .load()
-            .iter()
-            .find(|w| w.id == row.workflow_id)
-            .map(|w| w.events_webhook_url.clone());
-
-        let result = match (&endpoint, self.prepare(&mut row).await) {
-            (None, _) => Err(Failure::Error(format!(
-                "workflow {} is no longer configured",
-                row.workflow_id
+        let is_hook = row.event_type == HOOK_EVENT;
+        let result = match &target {
+            None => Err(Failure::NotSent(format!(
+                "workflow {} has no {} configured",
+                row.workflow_id,
+                if is_hook {
+                    "call_started_hook"
+                } else {
+                    "events_webhook_url"
+                }
             ))),
-            (_, Err(e)) => Err(Failure::Error(e)),
-            (Some(url), Ok(())) => self.post(url, &row).await,
+            Some(t) if self.gone.lock().expect("gone lock").contains(&t.url) => Err(Failure::Gone),
+            Some(t) => match self.prepare(&mut row).await {
+                Err(e) => Err(Failure::NotSent(e)),
+                Ok(()) => self.post(t, &row).await,
+            },
         };
         let latency_ms = started.elapsed().as_millis() as i64;
-        let (status_code, error, response_body, ok) = match result {
-            Ok((code, body)) => (Some(code), None, Some(body), true),
-            Err(Failure::Status(code, body)) => (Some(code), None, Some(body), false),
-            Err(Failure::Error(e)) => (None, Some(e), None, false),
-        };
-        let outcome = if ok {
-            tracing::info!(call_id = row.call_id, event = %row.event_type, webhook_id = %row.webhook_id, latency_ms, "delivered");
-            AttemptOutcome::Delivered
-        } else {
-            let failures = row.attempts as usize + 1;
-            let why = error
-                .clone()
-                .unwrap_or_else(|| format!("HTTP {}", status_code.unwrap_or_default()));
-            match self.policy.delay_after(failures) {
-                Some(delay) => {
-                    tracing::warn!(call_id = row.call_id, event = %row.event_type, webhook_id = %row.webhook_id,
-                        endpoint = endpoint.as_deref().unwrap_or("-"), attempt = failures, error = %why,
-                        retry_in_secs = delay.as_secs_f64(), "delivery failed; will retry");
-                    AttemptOutcome::RetryAt(now_ms() + delay.as_millis() as i64)
-                }
-                None => {
-                    tracing::error!(call_id = row.call_id, event = %row.event_type, webhook_id = %row.webhook_id,
-                        endpoint = endpoint.as_deref().unwrap_or("-"), attempts = failures, error = %why,
-                        "delivery failed for the last time; marked failed");
-                    AttemptOutcome::Dead
-                }
-            }
-        };
-        let attempt = Attempt {
+        let endpoint = target.map(|t| t.url).unwrap_or_default();
+        let failures = row.attempts as usize + 1;
+
+        let mut attempt = Attempt {
             outbox_id: row.id,
             attempted_at,
-            endpoint: endpoint.unwrap_or_default(),
-            status_code,
-            error,
+            endpoint: endpoint.clone(),
+            status_code: None,
+            error: None,
             latency_ms,
-            response_body,
+            response_body: None,
+        };
+        let outcome = match result {
+            Ok((code, body)) => {
+                attempt.status_code = Some(code);
+                if is_hook {
+                    attempt.error = self.apply_runtime_data(&row, &body).await.err();
+                }
+                attempt.response_body = Some(body);
+                self.endpoint_succeeded(&endpoint);
+                tracing::info!(call_id = row.call_id, event = %row.event_type, webhook_id = %row.webhook_id, latency_ms, "delivered");
+                AttemptOutcome::Delivered
+            }
+            Err(failure) => {
+                let reached_endpoint =
+                    matches!(failure, Failure::Status { .. } | Failure::Network(_));
+                let (why, retry_after) = match &failure {
+                    Failure::Status {
+                        code, retry_after, ..
+                    } => (format!("HTTP {code}"), *retry_after),
+                    Failure::Network(e) | Failure::NotSent(e) => (e.clone(), None),
+                    Failure::Gone => (GONE_BEFORE.to_owned(), None),
+                };
+                match failure {
+                    Failure::Status { code, body, .. } => {
+                        attempt.status_code = Some(code);
+                        attempt.response_body = Some(body);
+                    }
+                    Failure::Network(e) | Failure::NotSent(e) => attempt.error = Some(e),
+                    Failure::Gone => attempt.error = Some(GONE_BEFORE.to_owned()),
+                }
+                if reached_endpoint {
+                    self.endpoint_failed(&endpoint);
+                }
+                self.failure_outcome(&row, &endpoint, &why, failures, retry_after, is_hook)
+                    .await?
+            }
         };
         self.store.finish_attempt(&attempt, outcome).await
+    }
+
+    /// Decides what a failed attempt leads to, and logs it once.
+    async fn failure_outcome(
+        &self,
+        row: &OutboxRow,
+        endpoint: &str,
+        why: &str,
+        failures: usize,
+        retry_after: Option<Duration>,
+        is_hook: bool,
+    ) -> Result<AttemptOutcome, StoreError> {
+        if is_hook {
+            // Runtime data only helps while the call is starting: one try, then the
+            // call goes on without it (its events never wait for the hook).
+            tracing::warn!(call_id = row.call_id, endpoint, error = %why, "call_started_hook failed; the call continues without runtime data");
+            return Ok(AttemptOutcome::Dead);
+        }
+        if why == GONE_BEFORE {
+            return Ok(AttemptOutcome::Dead);
+        }
+        if why == "HTTP 410" {
+            self.gone
+                .lock()
+                .expect("gone lock")
+                .insert(endpoint.to_owned());
+            let same_endpoint: Vec<i64> = self
+                .workflows
+                .load()
+                .iter()
+                .filter(|w| w.events_webhook_url == endpoint)
+                .map(|w| w.id)
+                .collect();
+            let stopped = self
+                .store
+                .fail_pending(&same_endpoint, "endpoint answered 410 Gone")
+                .await?;
+            tracing::error!(endpoint, call_id = row.call_id, event = %row.event_type, other_deliveries_stopped = stopped,
+                "endpoint answered 410 Gone: stopped retrying its deliveries; fix the workflow and replay");
+            return Ok(AttemptOutcome::Dead);
+        }
+        let scheduled = self.policy.delay_after(failures);
+        let delay = match (scheduled, retry_after) {
+            (None, _) => None,
+            (Some(d), None) => Some(d),
+            // The endpoint said when: honour it, within reason.
+            (Some(_), Some(asked)) => {
+                Some(asked.min(Duration::from_secs_f64(self.config.max_retry_after_secs)))
+            }
+        };
+        Ok(match delay {
+            Some(delay) => {
+                tracing::warn!(call_id = row.call_id, event = %row.event_type, webhook_id = %row.webhook_id,
+                    endpoint, attempt = failures, error = %why, retry_in_secs = delay.as_secs_f64(),
+                    "delivery failed; will retry");
+                AttemptOutcome::RetryAt(now_ms() + delay.as_millis() as i64)
+            }
+            None => {
+                tracing::error!(call_id = row.call_id, event = %row.event_type, webhook_id = %row.webhook_id,
+                    endpoint, attempts = failures, error = %why,
+                    "delivery failed for the last time; marked failed");
+                AttemptOutcome::Dead
+            }
+        })
+    }
+
+    fn endpoint_succeeded(&self, endpoint: &str) {
+        if self
+            .breakers
+            .lock()
+            .expect("breaker lock")
+            .success(endpoint)
+            == Change::Closed
+        {
+            tracing::info!(
+                endpoint,
+                "circuit closed: endpoint answers again, deliveries resume"
+            );
+        }
+    }
+
+    fn endpoint_failed(&self, endpoint: &str) {
+        let change = self
+            .breakers
+            .lock()
+            .expect("breaker lock")
+            .failure(endpoint, Instant::now());
+        if let Change::Opened { failures, pause } = change {
+            tracing::warn!(
+                endpoint,
+                consecutive_failures = failures,
+                pause_secs = pause.as_secs_f64(),
+                "circuit opened: pausing all deliveries to this endpoint"
+            );
+        }
     }
 
     /// Publishes the recording URL into a `call_finalized` body before its first send.
@@ -219,25 +443,109 @@ impl Worker {
         Ok(())
     }
 
-    async fn post(&self, url: &str, row: &OutboxRow) -> Result<(u16, String), Failure> {
+    async fn post(&self, target: &Target, row: &OutboxRow) -> Result<(u16, String), Failure> {
+        let headers = delivery_headers(
+            &row.webhook_id,
+            now_ms() / 1000,
+            &target.keys,
+            row.payload.as_bytes(),
+        )
+        .ok_or_else(|| Failure::NotSent("stored webhook id is not a header value".into()))?;
         let response = self
             .http
-            .post(url)
-            .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
-            .header(USER_AGENT, HeaderValue::from_static(USER_AGENT_VALUE))
-            .header("webhook-id", &row.webhook_id)
+            .post(&target.url)
+            .timeout(target.timeout)
+            .headers(headers)
             .body(row.payload.clone())
             .send()
             .await
-            .map_err(|e| Failure::Error(describe(&e)))?;
-        let status = response.status().as_u16();
+            .map_err(|e| Failure::Network(describe(&e)))?;
+        let code = response.status().as_u16();
+        let retry_after = matches!(code, 429 | 503)
+            .then(|| retry_after(response.headers()))
+            .flatten();
         let body = snippet(response).await;
-        if (200..300).contains(&status) {
-            Ok((status, body))
+        if (200..300).contains(&code) {
+            Ok((code, body))
         } else {
-            Err(Failure::Status(status, body))
+            Err(Failure::Status {
+                code,
+                body,
+                retry_after,
+            })
         }
     }
+
+    /// Stores a hook's JSON object as the call's runtime data and writes it into the
+    /// LiveKit room's metadata, so the agent can read it. An error is recorded with the
+    /// attempt; the call's events are not affected.
+    async fn apply_runtime_data(&self, row: &OutboxRow, body: &str) -> Result<(), String> {
+        let Ok(serde_json::Value::Object(data)) = serde_json::from_str(body) else {
+            return Err("the hook's 2xx answer is not a JSON object: no runtime data".into());
+        };
+        let text = serde_json::Value::Object(data.clone()).to_string();
+        self.store
+            .set_runtime_data(row.call_id, &text)
+            .await
+            .map_err(|e| format!("storing runtime data: {e}"))?;
+        let call = self
+            .store
+            .call_state(row.call_id)
+            .await
+            .map_err(|e| format!("loading the call: {e}"))?
+            .ok_or("the call is gone")?;
+        let metadata = merge_metadata(&call.room_metadata, &data);
+        self.livekit
+            .update_room_metadata(&call.room_name, &metadata)
+            .await
+            .map_err(|e| {
+                tracing::warn!(call_id = row.call_id, room = %call.room_name, error = %e, "could not write runtime data into the room's metadata");
+                format!("runtime data stored, but not written to the room: {e}")
+            })?;
+        tracing::info!(call_id = row.call_id, room = %call.room_name, "runtime data written to the room's metadata");
+        Ok(())
+    }
+}
+
+/// The headers of one delivery attempt: JSON, our User-Agent, and the Standard
+/// Webhooks `webhook-id` / `webhook-timestamp` / `webhook-signature` (when signing).
+/// `None` if the id cannot be a header value.
+pub fn delivery_headers(
+    webhook_id: &str,
+    timestamp: i64,
+    keys: &[SigningKey],
+    body: &[u8],
+) -> Option<HeaderMap> {
+    let mut headers = HeaderMap::new();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    headers.insert(USER_AGENT, HeaderValue::from_static(USER_AGENT_VALUE));
+    headers.insert("webhook-id", HeaderValue::from_str(webhook_id).ok()?);
+    headers.insert("webhook-timestamp", HeaderValue::from(timestamp));
+    if let Some(sig) = signing::signature(keys, webhook_id, timestamp, body) {
+        headers.insert("webhook-signature", HeaderValue::from_str(&sig).ok()?);
+    }
+    Some(headers)
+}
+
+fn target(workflows: &[Workflow], row: &OutboxRow, config: &DeliveryConfig) -> Option<Target> {
+    let w = workflows.iter().find(|w| w.id == row.workflow_id)?;
+    let (url, timeout) = if row.event_type == HOOK_EVENT {
+        (w.call_started_hook.clone()?, config.hook_timeout_secs)
+    } else {
+        (w.events_webhook_url.clone(), config.timeout_secs)
+    };
+    Some(Target {
+        url,
+        keys: w.signing_keys.clone(),
+        timeout: Duration::from_secs_f64(timeout),
+    })
+}
+
+/// `Retry-After` in seconds (the HTTP-date form is rare from webhook receivers and is
+/// treated as absent).
+fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    let value = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
+    value.parse::<u64>().ok().map(Duration::from_secs)
 }
 
 fn describe(e: &reqwest::Error) -> String {
@@ -269,4 +577,22 @@ async fn snippet(mut response: reqwest::Response) -> String {
     }
     buf.truncate(RESPONSE_SNIPPET);
     String::from_utf8_lossy(&buf).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_reads_seconds() {
+        let mut h = HeaderMap::new();
+        assert_eq!(retry_after(&h), None);
+        h.insert(RETRY_AFTER, HeaderValue::from_static(" 120 "));
+        assert_eq!(retry_after(&h), Some(Duration::from_secs(120)));
+        h.insert(
+            RETRY_AFTER,
+            HeaderValue::from_static("Wed, 21 Oct 2015 07:28:00 GMT"),
+        );
+        assert_eq!(retry_after(&h), None);
+    }
 }

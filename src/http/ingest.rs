@@ -20,6 +20,7 @@ use super::{AppState, error};
 use crate::{
     ingest::Accepted,
     livekit::event::{EventError, WebhookEvent},
+    metrics::{self, WebhookResult},
 };
 
 pub async fn receive(State(app): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
@@ -30,6 +31,7 @@ pub async fn receive(State(app): State<Arc<AppState>>, headers: HeaderMap, body:
         .and_then(|v| v.parse::<usize>().ok());
     if declared.is_some_and(|len| len > limit) {
         tracing::warn!(bytes = declared, limit, "webhook rejected: body too large");
+        metrics::webhook_rejected("too_large");
         return error(StatusCode::PAYLOAD_TOO_LARGE, "body too large");
     }
     let body = match to_bytes(body, limit).await {
@@ -37,6 +39,7 @@ pub async fn receive(State(app): State<Arc<AppState>>, headers: HeaderMap, body:
         Err(e) => {
             // to_bytes fails on the limit or a broken connection; both mean "not accepted".
             tracing::warn!(limit, error = %e, "webhook rejected: body too large or unreadable");
+            metrics::webhook_rejected("too_large");
             return error(StatusCode::PAYLOAD_TOO_LARGE, "body too large");
         }
     };
@@ -46,6 +49,7 @@ pub async fn receive(State(app): State<Arc<AppState>>, headers: HeaderMap, body:
         .and_then(|v| v.to_str().ok());
     if let Err(e) = app.verifier.verify(authorization, &body) {
         tracing::warn!(reason = e.reason(), detail = %e, "webhook rejected: unauthorized");
+        metrics::webhook_rejected(e.reason());
         return error(StatusCode::UNAUTHORIZED, "unauthorized");
     }
 
@@ -57,6 +61,7 @@ pub async fn receive(State(app): State<Arc<AppState>>, headers: HeaderMap, body:
                 EventError::MissingEvent => "missing_event",
             };
             tracing::warn!(reason, detail = %e, "webhook rejected: bad body");
+            metrics::webhook_rejected(reason);
             return error(StatusCode::BAD_REQUEST, &e.to_string());
         }
     };
@@ -78,14 +83,17 @@ pub async fn receive(State(app): State<Arc<AppState>>, headers: HeaderMap, body:
             let status = match &accepted {
                 Accepted::Applied { call_id, emitted } => {
                     tracing::debug!(event = %kind, id = %key, call_id, emitted, "webhook accepted");
+                    metrics::webhook_received(&kind, WebhookResult::Accepted);
                     "accepted"
                 }
                 Accepted::Duplicate => {
                     tracing::debug!(event = %kind, id = %key, "duplicate webhook ignored");
+                    metrics::webhook_received(&kind, WebhookResult::Duplicate);
                     "duplicate"
                 }
                 Accepted::Ignored(why) => {
                     tracing::info!(event = %kind, id = %key, why, "webhook ignored");
+                    metrics::webhook_received(&kind, WebhookResult::Ignored);
                     "ignored"
                 }
             };
@@ -97,6 +105,7 @@ pub async fn receive(State(app): State<Arc<AppState>>, headers: HeaderMap, body:
         }
         Err(e) => {
             tracing::error!(event = %kind, id = %key, error = %e, "webhook not stored; answering 503 so LiveKit retries");
+            metrics::webhook_received(&kind, WebhookResult::Error);
             error(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "temporarily unable to store the event",

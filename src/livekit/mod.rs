@@ -1,4 +1,5 @@
 //! The inbound side: what LiveKit sends us and how we know it was LiveKit.
 
+pub mod api;
 pub mod auth;
 pub mod event;

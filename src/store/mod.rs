@@ -4,16 +4,27 @@
 //! written in one transaction, so a crash never leaves an event half-handled. The
 //! outbox is the only queue: nothing lives in memory that a restart could lose.
 
+mod observe;
+mod operator;
 mod outbox;
 
-use std::{str::FromStr, time::Duration};
+use std::{
+    collections::{HashMap, HashSet},
+    str::FromStr,
+    time::Duration,
+};
+
+use serde::Serialize;
 
 use sqlx::{
     Sqlite, SqlitePool, Transaction,
     sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous},
 };
 
-pub use outbox::{Attempt, AttemptOutcome, DeliveryStatus, NewDelivery, OutboxRow, enqueue};
+pub use operator::{AttemptRecord, CallDetail, CallSummary, DeliverySummary, InboundRecord};
+pub use outbox::{
+    Attempt, AttemptOutcome, DeliveryStatus, DueFilter, HOOK_EVENT, NewDelivery, OutboxRow, enqueue,
+};
 
 use crate::call::CallState;
 
@@ -27,7 +38,7 @@ pub enum StoreError {
     Corrupt(#[from] serde_json::Error),
 }
 
-static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("src/store/migrations");
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("src/store/migrations/sqlite");
 
 /// The embedded SQLite store.
 #[derive(Clone, Debug)]
@@ -72,78 +83,153 @@ impl Store {
     }
 }
 
-/// Records a LiveKit event id; `false` when it was seen before.
-pub async fn remember_event(
-    tx: &mut Tx,
-    event_id: &str,
-    event_type: &str,
-    room_sid: Option<&str>,
-) -> Result<bool, StoreError> {
-    let done = sqlx::query(
-        "INSERT INTO inbound_events (event_id, event_type, room_sid, received_at)
-         VALUES (?, ?, ?, ?) ON CONFLICT (event_id) DO NOTHING",
+// The ingest writer's statements. Each takes a whole batch of webhooks as one JSON
+// array parameter (`json_each`), so a batch costs the same handful of statements
+// whatever its size: with sqlx every statement is a round trip to the connection's
+// thread, and one round trip per row was what limited ingest.
+
+/// The ids among `event_ids` that were accepted before.
+pub async fn seen_events(tx: &mut Tx, event_ids: &[&str]) -> Result<HashSet<String>, StoreError> {
+    let rows: Vec<(String,)> = sqlx::query_as(
+        "SELECT event_id FROM inbound_events WHERE event_id IN (SELECT value FROM json_each(?))",
     )
-    .bind(event_id)
-    .bind(event_type)
-    .bind(room_sid)
+    .bind(serde_json::to_string(event_ids)?)
+    .fetch_all(&mut **tx)
+    .await?;
+    Ok(rows.into_iter().map(|(id,)| id).collect())
+}
+
+/// A LiveKit event to remember, with the call it touched (for the operator's view).
+#[derive(Debug, Clone, Serialize)]
+pub struct SeenEvent<'a>(
+    pub &'a str,
+    pub &'a str,
+    pub Option<&'a str>,
+    pub Option<i64>,
+);
+
+/// Records new event ids (`event_id, event_type, room_sid, call_id`). An id seen before
+/// is an error: the writer checked with [`seen_events`] in the same transaction.
+pub async fn remember_events(tx: &mut Tx, events: &[SeenEvent<'_>]) -> Result<(), StoreError> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "INSERT INTO inbound_events (event_id, event_type, room_sid, call_id, received_at)
+         SELECT value->>0, value->>1, value->>2, value->>3, ? FROM json_each(?) ORDER BY key",
+    )
     .bind(now_ms())
+    .bind(serde_json::to_string(events)?)
     .execute(&mut **tx)
     .await?;
-    Ok(done.rows_affected() == 1)
-}
-
-/// Links a remembered event to the call it touched, for the operator's view.
-pub async fn link_event(tx: &mut Tx, event_id: &str, call_id: i64) -> Result<(), StoreError> {
-    sqlx::query("UPDATE inbound_events SET call_id = ? WHERE event_id = ?")
-        .bind(call_id)
-        .bind(event_id)
-        .execute(&mut **tx)
-        .await?;
     Ok(())
 }
 
-pub async fn call_by_room(tx: &mut Tx, room_sid: &str) -> Result<Option<CallState>, StoreError> {
-    let row: Option<(String,)> = sqlx::query_as("SELECT state FROM calls WHERE room_sid = ?")
-        .bind(room_sid)
-        .fetch_optional(&mut **tx)
-        .await?;
-    Ok(row.map(|(s,)| serde_json::from_str(&s)).transpose()?)
+/// The calls of these rooms that exist.
+pub async fn calls_by_rooms(tx: &mut Tx, room_sids: &[&str]) -> Result<Vec<CallState>, StoreError> {
+    let rows: Vec<(String,)> = sqlx::query_as(
+        "SELECT state FROM calls WHERE room_sid IN (SELECT value FROM json_each(?))",
+    )
+    .bind(serde_json::to_string(room_sids)?)
+    .fetch_all(&mut **tx)
+    .await?;
+    rows.into_iter()
+        .map(|(s,)| serde_json::from_str(&s).map_err(StoreError::from))
+        .collect()
 }
 
-/// Inserts a call row and returns the id the store assigned.
-pub async fn create_call(
+/// A call to create: `room_sid, room_name, workflow_id, workflow_slug, call_slug`.
+#[derive(Debug, Clone, Serialize)]
+pub struct NewCall<'a>(pub &'a str, pub &'a str, pub i64, pub &'a str, pub &'a str);
+
+/// Inserts call rows (their state is saved by [`save_calls`] before the commit);
+/// returns the id the store assigned to each room.
+pub async fn create_calls(
     tx: &mut Tx,
-    room_sid: &str,
-    room_name: &str,
-    workflow_id: i64,
-    workflow_slug: &str,
-    call_slug: &str,
-) -> Result<i64, StoreError> {
+    calls: &[NewCall<'_>],
+) -> Result<HashMap<String, i64>, StoreError> {
+    if calls.is_empty() {
+        return Ok(HashMap::new());
+    }
     let now = now_ms();
-    let (id,): (i64,) = sqlx::query_as(
+    let rows: Vec<(i64, String)> = sqlx::query_as(
         "INSERT INTO calls (room_sid, room_name, workflow_id, workflow_slug, call_slug, phase,
                             state, created_at, updated_at)
-         VALUES (?, ?, ?, ?, ?, 'waiting', '{}', ?, ?) RETURNING id",
+         SELECT value->>0, value->>1, value->>2, value->>3, value->>4, 'waiting', '{}', ?, ?
+         FROM json_each(?) ORDER BY key
+         RETURNING id, room_sid",
     )
-    .bind(room_sid)
-    .bind(room_name)
-    .bind(workflow_id)
-    .bind(workflow_slug)
-    .bind(call_slug)
     .bind(now)
     .bind(now)
-    .fetch_one(&mut **tx)
+    .bind(serde_json::to_string(calls)?)
+    .fetch_all(&mut **tx)
     .await?;
-    Ok(id)
+    Ok(rows.into_iter().map(|(id, room)| (room, id)).collect())
 }
 
-pub async fn save_call(tx: &mut Tx, state: &CallState) -> Result<(), StoreError> {
-    sqlx::query("UPDATE calls SET state = ?, phase = ?, updated_at = ? WHERE id = ?")
-        .bind(serde_json::to_string(state)?)
-        .bind(state.phase().as_str())
-        .bind(now_ms())
-        .bind(state.call_id)
-        .execute(&mut **tx)
-        .await?;
+/// Saves the state (and phase) of each call.
+pub async fn save_calls(tx: &mut Tx, states: &[&CallState]) -> Result<(), StoreError> {
+    if states.is_empty() {
+        return Ok(());
+    }
+    let rows = states
+        .iter()
+        .map(|s| Ok((s.call_id, serde_json::to_string(s)?, s.phase().as_str())))
+        .collect::<Result<Vec<_>, serde_json::Error>>()?;
+    sqlx::query(
+        "UPDATE calls SET state = j.value->>1, phase = j.value->>2, updated_at = ?
+         FROM json_each(?) AS j WHERE calls.id = j.value->>0",
+    )
+    .bind(now_ms())
+    .bind(serde_json::to_string(&rows)?)
+    .execute(&mut **tx)
+    .await?;
     Ok(())
+}
+
+impl Store {
+    /// The state of one call, for work done outside an ingest transaction.
+    pub async fn call_state(&self, call_id: i64) -> Result<Option<CallState>, StoreError> {
+        let row: Option<(String,)> = sqlx::query_as("SELECT state FROM calls WHERE id = ?")
+            .bind(call_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|(s,)| serde_json::from_str(&s)).transpose()?)
+    }
+
+    /// Keeps the runtime data a `call_started_hook` returned with its call.
+    pub async fn set_runtime_data(&self, call_id: i64, data: &str) -> Result<(), StoreError> {
+        sqlx::query("UPDATE calls SET runtime_data = ?, updated_at = ? WHERE id = ?")
+            .bind(data)
+            .bind(now_ms())
+            .bind(call_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+}
+
+impl Store {
+    /// Calls in one of `phases` that nothing has touched since `untouched_since_ms`:
+    /// the candidates for repair when LiveKit lost an event.
+    pub async fn stale_calls(
+        &self,
+        phases: &[&str],
+        untouched_since_ms: i64,
+        limit: i64,
+    ) -> Result<Vec<CallState>, StoreError> {
+        let rows: Vec<(String,)> = sqlx::query_as(
+            "SELECT state FROM calls
+             WHERE phase IN (SELECT value FROM json_each(?)) AND updated_at < ?
+             ORDER BY updated_at LIMIT ?",
+        )
+        .bind(serde_json::to_string(phases)?)
+        .bind(untouched_since_ms)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter()
+            .map(|(s,)| serde_json::from_str(&s).map_err(StoreError::from))
+            .collect()
+    }
 }

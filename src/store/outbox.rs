@@ -87,32 +87,82 @@ const ROW: &str =
     "id, webhook_id, call_id, seq, event_type, workflow_id, payload, recording, status,
                    attempts, next_attempt_at";
 
+/// Event type of the synchronous `call_started_hook` request, queued beside the events.
+pub const HOOK_EVENT: &str = "call_started_hook";
+
+/// Which due rows the worker may take now.
+#[derive(Debug, Clone, Default)]
+pub struct DueFilter<'a> {
+    /// Workflows whose endpoint is paused (open circuit).
+    pub paused_workflows: &'a [i64],
+    /// At most this many rows per workflow, so one busy endpoint cannot fill the batch.
+    pub per_workflow: i64,
+    pub limit: i64,
+}
+
 impl Store {
     /// Pending rows that are due, each only once every earlier event of its call is no
     /// longer pending: a call's events reach the customer in order, across retries.
-    pub async fn due_deliveries(&self, now: i64, limit: i64) -> Result<Vec<OutboxRow>, StoreError> {
+    /// The `call_started_hook` (seq 0) waits for nothing and holds nothing up.
+    pub async fn due_deliveries(
+        &self,
+        now: i64,
+        filter: &DueFilter<'_>,
+    ) -> Result<Vec<OutboxRow>, StoreError> {
         let sql = format!(
-            "SELECT {ROW} FROM outbox o
-             WHERE o.status = 'pending' AND o.next_attempt_at <= ?
-               AND NOT EXISTS (SELECT 1 FROM outbox e
-                               WHERE e.call_id = o.call_id AND e.seq < o.seq
-                                 AND e.status = 'pending')
-             ORDER BY o.next_attempt_at, o.id LIMIT ?"
+            "SELECT {ROW} FROM (
+                 SELECT o.*, ROW_NUMBER() OVER (PARTITION BY o.workflow_id
+                                                ORDER BY o.next_attempt_at, o.id) AS rn
+                 FROM outbox o
+                 WHERE o.status = 'pending' AND o.next_attempt_at <= ?
+                   AND (o.workflow_id NOT IN (SELECT value FROM json_each(?))
+                        OR o.event_type = ?)
+                   AND NOT EXISTS (SELECT 1 FROM outbox e
+                                   WHERE e.call_id = o.call_id AND e.seq < o.seq AND e.seq > 0
+                                     AND e.status = 'pending'))
+             WHERE rn <= ? ORDER BY next_attempt_at, id LIMIT ?"
         );
         Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
             .bind(now)
-            .bind(limit)
+            .bind(serde_json::to_string(filter.paused_workflows)?)
+            .bind(HOOK_EVENT)
+            .bind(filter.per_workflow)
+            .bind(filter.limit)
             .fetch_all(&self.pool)
             .await?)
     }
 
-    /// When the next pending row falls due, to sleep exactly that long.
-    pub async fn next_due_at(&self) -> Result<Option<i64>, StoreError> {
-        let (at,): (Option<i64>,) =
-            sqlx::query_as("SELECT MIN(next_attempt_at) FROM outbox WHERE status = 'pending'")
-                .fetch_one(&self.pool)
-                .await?;
+    /// When the next pending row of an unpaused workflow falls due after `now`.
+    pub async fn next_due_after(
+        &self,
+        now: i64,
+        paused_workflows: &[i64],
+    ) -> Result<Option<i64>, StoreError> {
+        let (at,): (Option<i64>,) = sqlx::query_as(
+            "SELECT MIN(next_attempt_at) FROM outbox
+             WHERE status = 'pending' AND next_attempt_at > ?
+               AND workflow_id NOT IN (SELECT value FROM json_each(?))",
+        )
+        .bind(now)
+        .bind(serde_json::to_string(paused_workflows)?)
+        .fetch_one(&self.pool)
+        .await?;
         Ok(at)
+    }
+
+    /// Marks every pending event of these workflows failed (the endpoint said 410 Gone).
+    pub async fn fail_pending(&self, workflow_ids: &[i64], error: &str) -> Result<u64, StoreError> {
+        let done = sqlx::query(
+            "UPDATE outbox SET status = 'failed', last_error = ?
+             WHERE status = 'pending' AND event_type <> ?
+               AND workflow_id IN (SELECT value FROM json_each(?))",
+        )
+        .bind(error)
+        .bind(HOOK_EVENT)
+        .bind(serde_json::to_string(workflow_ids)?)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
     }
 
     /// Freezes a body once its recording URL is known; retries then send these bytes.

@@ -24,6 +24,17 @@ pub struct TestConfig {
     pub retry_schedule_secs: &'static str,
     pub timeout_secs: f64,
     pub max_body_bytes: usize,
+    /// The second workflow's (`sales`) endpoint; `None`: the same as the first's.
+    pub sales_webhook_url: Option<String>,
+    /// Where the operator API listens (`127.0.0.1:0`: a port of its own choosing).
+    pub api_listen: String,
+    /// LiveKit's server API (a fake RoomService/Egress in tests).
+    pub livekit_url: String,
+    /// Extra TOML lines: in `[delivery]`, in the first workflow, and the whole
+    /// `[reconcile]` table body.
+    pub delivery_extra: String,
+    pub workflow_extra: String,
+    pub reconcile: String,
 }
 
 impl TestConfig {
@@ -36,6 +47,12 @@ impl TestConfig {
             retry_schedule_secs: "[0.2, 0.2, 0.2]",
             timeout_secs: 5.0,
             max_body_bytes: 1_048_576,
+            sales_webhook_url: None,
+            api_listen: "127.0.0.1:0".into(),
+            livekit_url: "http://127.0.0.1:9".into(),
+            delivery_extra: String::new(),
+            workflow_extra: String::new(),
+            reconcile: String::new(),
         }
     }
 
@@ -61,6 +78,7 @@ max_body_bytes = {max_body}
 [livekit]
 api_key = "{API_KEY}"
 api_secret = "{API_SECRET}"
+url = "{livekit_url}"
 
 [[livekit.extra_keys]]
 api_key = "{OLD_API_KEY}"
@@ -78,9 +96,17 @@ public_base_url = "https://recordings.example.com"
 presign_expiry_secs = 3600
 verify_object = {verify}
 
+[api]
+# A literal string, so a test that rewrites the webhook listen line leaves this alone.
+listen = '{api_listen}'
+
+[reconcile]
+{reconcile}
+
 [delivery]
 timeout_secs = {timeout}
 retry_schedule_secs = {schedule}
+{delivery_extra}
 
 [[workflows]]
 id = {WORKFLOW_ID}
@@ -88,12 +114,13 @@ slug = "{WORKFLOW_SLUG}"
 organization_id = {ORGANIZATION_ID}
 events_webhook_url = "{url}"
 room_pattern = '^VOICEKIT_workflow_(?P<call_slug>[A-Za-z0-9]+)_\d+$'
+{workflow_extra}
 
 [[workflows]]
 id = 457
 slug = "sales"
 organization_id = {ORGANIZATION_ID}
-events_webhook_url = "{url}"
+events_webhook_url = "{sales_url}"
 "#,
             max_body = self.max_body_bytes,
             url_mode = self.url_mode,
@@ -101,6 +128,23 @@ events_webhook_url = "{url}"
             timeout = self.timeout_secs,
             schedule = self.retry_schedule_secs,
             url = self.events_webhook_url,
+            sales_url = self
+                .sales_webhook_url
+                .as_deref()
+                .unwrap_or(&self.events_webhook_url),
+            api_listen = self.api_listen,
+            livekit_url = self.livekit_url,
+            delivery_extra = self.delivery_extra,
+            workflow_extra = self.workflow_extra,
+            reconcile = self.reconcile,
         )
     }
+}
+
+/// A loopback port nothing listens on right now (bound, read, released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
 }

@@ -215,6 +215,11 @@ impl Daemon {
         self.url("/livekit/webhook")
     }
 
+    /// The process id, e.g. to send it a signal with `kill(1)`; panics once it has exited.
+    pub fn pid(&self) -> u32 {
+        self.child.id().expect("voicekit-bridge is still running")
+    }
+
     /// The directory holding the config (and whatever the config puts under `{dir}`).
     pub fn dir(&self) -> &Path {
         &self.dir

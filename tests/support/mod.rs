@@ -12,8 +12,10 @@
 
 pub mod config;
 pub mod daemon;
+pub mod livekit_server;
 pub mod lk;
 pub mod moto;
+pub mod operator;
 pub mod poll;
 pub mod protojson;
 pub mod receiver;

@@ -53,6 +53,7 @@ pub struct Reply {
     status: u16,
     headers: Vec<(String, String)>,
     delay: Duration,
+    body: String,
 }
 
 impl Reply {
@@ -62,7 +63,14 @@ impl Reply {
             status,
             headers: Vec::new(),
             delay: Duration::ZERO,
+            body: String::new(),
         }
+    }
+
+    /// Answers with this body (e.g. a call_started hook's runtime data).
+    pub fn body(mut self, body: &str) -> Reply {
+        self.body = body.to_owned();
+        self
     }
 
     /// Adds a response header, e.g. `Retry-After` or `Location`.
@@ -221,5 +229,5 @@ async fn record(
             HeaderValue::try_from(value.as_str()).expect("scripted header value"),
         );
     }
-    (status, headers).into_response()
+    (status, headers, reply.body).into_response()
 }

@@ -1,0 +1,192 @@
+//! The operator API: what happened to a call, which deliveries failed, and putting
+//! them back in line. Served on its own listener (`[api] listen`, loopback by default)
+//! so it is never exposed beside LiveKit's webhook route by accident.
+
+use std::sync::Arc;
+
+use axum::{
+    Json, Router,
+    extract::{Path, Query, Request, State},
+    http::{StatusCode, header},
+    middleware::{self, Next},
+    response::{IntoResponse, Response},
+    routing::{get, post},
+};
+use serde::Deserialize;
+use serde_json::json;
+use time::{OffsetDateTime, format_description::well_known::Rfc3339};
+use tokio::sync::Notify;
+
+use super::error;
+use crate::{
+    config::{Secret, SharedWorkflows},
+    store::{Store, StoreError},
+};
+
+pub struct OperatorState {
+    pub store: Store,
+    pub workflows: SharedWorkflows,
+    pub token: Option<Secret>,
+    /// Wakes the delivery worker after a retry or replay.
+    pub delivery: Arc<Notify>,
+}
+
+pub fn router(state: Arc<OperatorState>) -> Router {
+    Router::new()
+        .route("/api/calls", get(list_calls))
+        .route("/api/calls/{id}", get(show_call))
+        .route("/api/deliveries", get(list_deliveries))
+        .route("/api/deliveries/{id}/retry", post(retry))
+        .route("/api/deliveries/replay", post(replay))
+        .layer(middleware::from_fn_with_state(state.clone(), authorize))
+        .with_state(state)
+}
+
+async fn authorize(
+    State(state): State<Arc<OperatorState>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    if let Some(token) = &state.token {
+        let given = request
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            // The scheme is case-insensitive (RFC 9110); the token is not.
+            .and_then(|v| v.split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map_or("", |(_, token)| token.trim());
+        let expected = token.expose().as_bytes();
+        let same = given.len() == expected.len()
+            && given
+                .bytes()
+                .zip(expected)
+                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                == 0;
+        if !same {
+            tracing::warn!(path = %request.uri().path(), "operator API request without a valid token");
+            return error(StatusCode::UNAUTHORIZED, "a valid bearer token is required");
+        }
+    }
+    next.run(request).await
+}
+
+/// An operator API failure: a status and a message, answered as `{"error": ...}`.
+pub struct ApiError(StatusCode, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        error(self.0, &self.1)
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> ApiError {
+        tracing::error!(error = %e, "operator API: store error");
+        ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+    }
+}
+
+type ApiResult = Result<Json<serde_json::Value>, ApiError>;
+
+#[derive(Deserialize)]
+struct CallsQuery {
+    phase: Option<String>,
+    limit: Option<i64>,
+}
+
+async fn list_calls(State(s): State<Arc<OperatorState>>, Query(q): Query<CallsQuery>) -> ApiResult {
+    let calls = s
+        .store
+        .list_calls(q.phase.as_deref(), q.limit.unwrap_or(50).clamp(1, 1000))
+        .await?;
+    Ok(Json(json!({ "calls": calls })))
+}
+
+async fn show_call(State(s): State<Arc<OperatorState>>, Path(id): Path<i64>) -> ApiResult {
+    match s.store.call_detail(id).await? {
+        Some(detail) => Ok(Json(
+            serde_json::to_value(detail).map_err(StoreError::from)?,
+        )),
+        None => Err(ApiError(StatusCode::NOT_FOUND, format!("no call {id}"))),
+    }
+}
+
+#[derive(Deserialize)]
+struct DeliveriesQuery {
+    status: Option<String>,
+    workflow: Option<String>,
+    limit: Option<i64>,
+}
+
+fn workflow_id(s: &OperatorState, slug: &str) -> Result<i64, ApiError> {
+    s.workflows
+        .load()
+        .iter()
+        .find(|w| w.slug == slug)
+        .map(|w| w.id)
+        .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("no workflow {slug:?}")))
+}
+
+async fn list_deliveries(
+    State(s): State<Arc<OperatorState>>,
+    Query(q): Query<DeliveriesQuery>,
+) -> ApiResult {
+    if let Some(status) = q.status.as_deref()
+        && !matches!(status, "pending" | "delivered" | "failed")
+    {
+        return Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            "status must be pending, delivered or failed".into(),
+        ));
+    }
+    let workflow = q
+        .workflow
+        .as_deref()
+        .map(|slug| workflow_id(&s, slug))
+        .transpose()?;
+    let limit = q.limit.unwrap_or(100).clamp(1, 10_000);
+    let deliveries = s
+        .store
+        .list_deliveries(q.status.as_deref(), workflow, limit)
+        .await?;
+    Ok(Json(json!({ "deliveries": deliveries })))
+}
+
+async fn retry(State(s): State<Arc<OperatorState>>, Path(id): Path<i64>) -> ApiResult {
+    if !s.store.retry_now(id).await? {
+        return Err(ApiError(StatusCode::NOT_FOUND, format!("no delivery {id}")));
+    }
+    tracing::info!(outbox_id = id, "delivery put back in line by an operator");
+    s.delivery.notify_one();
+    Ok(Json(json!({ "retried": id })))
+}
+
+#[derive(Deserialize)]
+struct ReplayRequest {
+    workflow: String,
+    since: String,
+    until: String,
+}
+
+fn parse_time(field: &str, value: &str) -> Result<i64, ApiError> {
+    OffsetDateTime::parse(value, &Rfc3339)
+        .map(|t| (t.unix_timestamp_nanos() / 1_000_000) as i64)
+        .map_err(|e| {
+            ApiError(
+                StatusCode::BAD_REQUEST,
+                format!("{field}: not RFC 3339 ({e})"),
+            )
+        })
+}
+
+async fn replay(State(s): State<Arc<OperatorState>>, Json(r): Json<ReplayRequest>) -> ApiResult {
+    let workflow = workflow_id(&s, &r.workflow)?;
+    let since = parse_time("since", &r.since)?;
+    let until = parse_time("until", &r.until)?;
+    let n = s.store.replay_failed(workflow, since, until).await?;
+    tracing::info!(workflow = %r.workflow, since = %r.since, until = %r.until, replayed = n,
+        "failed deliveries replayed by an operator");
+    s.delivery.notify_one();
+    Ok(Json(json!({ "replayed": n })))
+}

@@ -1,0 +1,190 @@
+//! What an operator asks of the store: calls, their events and attempts, failed
+//! deliveries, and putting deliveries back in line (retry one, replay many).
+
+use serde::Serialize;
+use sqlx::FromRow;
+
+use super::{Store, StoreError, now_ms};
+
+#[derive(Debug, Clone, Serialize, FromRow)]
+pub struct CallSummary {
+    pub id: i64,
+    pub room_sid: String,
+    pub room_name: String,
+    pub workflow_id: i64,
+    pub workflow_slug: String,
+    pub call_slug: String,
+    pub phase: String,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+#[derive(Debug, Clone, Serialize, FromRow)]
+pub struct DeliverySummary {
+    pub id: i64,
+    pub webhook_id: String,
+    pub call_id: i64,
+    pub event_type: String,
+    pub workflow_id: i64,
+    pub status: String,
+    pub attempts: i64,
+    pub next_attempt_at: i64,
+    pub created_at: i64,
+    pub delivered_at: Option<i64>,
+    pub last_error: Option<String>,
+    pub payload: String,
+}
+
+#[derive(Debug, Clone, Serialize, FromRow)]
+pub struct AttemptRecord {
+    pub id: i64,
+    pub outbox_id: i64,
+    pub attempted_at: i64,
+    pub endpoint: String,
+    pub status_code: Option<i64>,
+    pub error: Option<String>,
+    pub latency_ms: i64,
+    pub response_body: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, FromRow)]
+pub struct InboundRecord {
+    pub event_id: String,
+    pub event_type: String,
+    pub received_at: i64,
+}
+
+/// Everything known about one call.
+#[derive(Debug, Clone, Serialize)]
+pub struct CallDetail {
+    pub call: CallSummary,
+    pub state: serde_json::Value,
+    pub runtime_data: Option<serde_json::Value>,
+    pub livekit_events: Vec<InboundRecord>,
+    pub deliveries: Vec<DeliverySummary>,
+    pub attempts: Vec<AttemptRecord>,
+}
+
+const CALL: &str = "id, room_sid, room_name, workflow_id, workflow_slug, call_slug, phase, \
+                    created_at, updated_at";
+const DELIVERY: &str = "id, webhook_id, call_id, event_type, workflow_id, status, attempts, \
+                        next_attempt_at, created_at, delivered_at, last_error, payload";
+
+impl Store {
+    /// The newest calls first, optionally only those in one phase.
+    pub async fn list_calls(
+        &self,
+        phase: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<CallSummary>, StoreError> {
+        let sql = format!(
+            "SELECT {CALL} FROM calls WHERE (? IS NULL OR phase = ?) ORDER BY id DESC LIMIT ?"
+        );
+        Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(phase)
+            .bind(phase)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?)
+    }
+
+    pub async fn call_detail(&self, id: i64) -> Result<Option<CallDetail>, StoreError> {
+        let sql = format!("SELECT {CALL}, state, runtime_data FROM calls WHERE id = ?");
+        let Some(row) = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+        else {
+            return Ok(None);
+        };
+        use sqlx::Row;
+        let call = CallSummary::from_row(&row)?;
+        let state: String = row.try_get("state")?;
+        let runtime: Option<String> = row.try_get("runtime_data")?;
+        let livekit_events = sqlx::query_as(
+            "SELECT event_id, event_type, received_at FROM inbound_events
+             WHERE call_id = ? ORDER BY received_at, event_id",
+        )
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await?;
+        let deliveries = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT {DELIVERY} FROM outbox WHERE call_id = ? ORDER BY seq"
+        )))
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await?;
+        let attempts = sqlx::query_as(
+            "SELECT a.id, a.outbox_id, a.attempted_at, a.endpoint, a.status_code, a.error,
+                    a.latency_ms, a.response_body
+             FROM delivery_attempts a JOIN outbox o ON o.id = a.outbox_id
+             WHERE o.call_id = ? ORDER BY a.id",
+        )
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(Some(CallDetail {
+            call,
+            state: serde_json::from_str(&state)?,
+            runtime_data: runtime.map(|r| serde_json::from_str(&r)).transpose()?,
+            livekit_events,
+            deliveries,
+            attempts,
+        }))
+    }
+
+    pub async fn list_deliveries(
+        &self,
+        status: Option<&str>,
+        workflow_id: Option<i64>,
+        limit: i64,
+    ) -> Result<Vec<DeliverySummary>, StoreError> {
+        let sql = format!(
+            "SELECT {DELIVERY} FROM outbox
+             WHERE (? IS NULL OR status = ?) AND (? IS NULL OR workflow_id = ?)
+             ORDER BY id DESC LIMIT ?"
+        );
+        Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(status)
+            .bind(status)
+            .bind(workflow_id)
+            .bind(workflow_id)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?)
+    }
+
+    /// Puts one delivery back in line to be sent now, whatever became of it; `false`
+    /// when there is no such delivery.
+    pub async fn retry_now(&self, id: i64) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE outbox SET status = 'pending', next_attempt_at = ?, delivered_at = NULL
+             WHERE id = ?",
+        )
+        .bind(now_ms())
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Puts every failed delivery of a workflow created in `[since, until)` back in line.
+    pub async fn replay_failed(
+        &self,
+        workflow_id: i64,
+        since_ms: i64,
+        until_ms: i64,
+    ) -> Result<u64, StoreError> {
+        let done = sqlx::query(
+            "UPDATE outbox SET status = 'pending', next_attempt_at = ?
+             WHERE status = 'failed' AND workflow_id = ? AND created_at >= ? AND created_at < ?",
+        )
+        .bind(now_ms())
+        .bind(workflow_id)
+        .bind(since_ms)
+        .bind(until_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+}

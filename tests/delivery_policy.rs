@@ -1,0 +1,175 @@
+//! How the bridge sends: Standard Webhooks signatures (checked by an independent
+//! verifier), `Retry-After`, 410 Gone, the circuit breaker, and one slow endpoint not
+//! holding up another workflow's deliveries. All over loopback against the real daemon.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use support::{
+    Daemon, Receiver, Reply, TestConfig,
+    config::{API_KEY, API_SECRET},
+    lk::{self, Participant, Room},
+};
+
+const WAIT: Duration = Duration::from_secs(20);
+const OLD_SECRET: &str = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD";
+const NEW_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+fn room(n: u32) -> Room {
+    Room::new(
+        &format!("RM_policy{n}"),
+        &format!("VOICEKIT_workflow_call{n}_1"),
+        1_761_234_567_000,
+    )
+}
+
+/// A room of the `sales` workflow (picked by metadata).
+fn sales_room(n: u32) -> Room {
+    Room::new(
+        &format!("RM_sales{n}"),
+        &format!("sales-room-{n}"),
+        1_761_234_567_000,
+    )
+    .with_metadata(r#"{"workflow_slug":"sales"}"#)
+}
+
+async fn post(daemon: &Daemon, body: &str) {
+    let (status, text) = daemon.post_signed(body, API_KEY, API_SECRET).await;
+    assert_eq!(status, 200, "{text}");
+}
+
+/// Agent joins: call_started. With `finish`, the room closes too: call_ended.
+async fn call(daemon: &Daemon, room: &Room, finish: bool) {
+    let agent = Participant::agent("PA_agent", "agent", room.creation_time_ms + 1000);
+    post(daemon, &lk::participant_joined(room, &agent, 1_761_234_568)).await;
+    if finish {
+        post(daemon, &lk::room_finished(room, 1_761_234_600)).await;
+    }
+}
+
+#[tokio::test]
+async fn deliveries_carry_standard_webhooks_signatures_for_every_secret() {
+    let mut receiver = Receiver::start().await;
+    let mut config = TestConfig::new(&receiver.url("/hooks/voicekit"));
+    config.workflow_extra = format!(r#"signing_secrets = ["{OLD_SECRET}", "{NEW_SECRET}"]"#);
+    let daemon = Daemon::start(&config.toml()).await;
+    call(&daemon, &room(1), false).await;
+
+    let got = receiver.next(WAIT).await;
+    let signature = got.header("webhook-signature").unwrap_or_default();
+    assert_eq!(
+        signature.split(' ').count(),
+        2,
+        "one signature per secret: {signature}"
+    );
+    let timestamp: i64 = got.header("webhook-timestamp").unwrap().parse().unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    assert!(
+        (now - timestamp).abs() < 60,
+        "webhook-timestamp is the attempt's time"
+    );
+    for secret in [OLD_SECRET, NEW_SECRET] {
+        standardwebhooks::Webhook::new(secret)
+            .unwrap()
+            .verify(&got.body, &got.headers)
+            .unwrap_or_else(|e| panic!("{secret}: {e}"));
+    }
+    let wrong = standardwebhooks::Webhook::new("whsec_dGhpcyBpcyBub3QgdGhlIGtleQ==").unwrap();
+    assert!(wrong.verify(&got.body, &got.headers).is_err());
+}
+
+#[tokio::test]
+async fn retry_after_on_429_is_honoured() {
+    let mut receiver =
+        Receiver::start_scripted(vec![Reply::status(429).header("Retry-After", "2")]).await;
+    let daemon = Daemon::start(&TestConfig::new(&receiver.url("/hooks/voicekit")).toml()).await;
+    call(&daemon, &room(2), false).await;
+    receiver.next(WAIT).await;
+    let refused_at = Instant::now();
+    // The schedule alone would retry after 0.2 s; the endpoint asked for 2 s.
+    receiver.expect_nothing(Duration::from_millis(1500)).await;
+    let retried = receiver.next(WAIT).await;
+    assert!(refused_at.elapsed() >= Duration::from_millis(1900));
+    assert_eq!(retried.json()["event"], "call_started");
+}
+
+#[tokio::test]
+async fn gone_410_stops_every_pending_delivery_to_that_endpoint() {
+    let mut receiver = Receiver::start_with(vec![410; 10]).await;
+    let mut config = TestConfig::new(&receiver.url("/hooks/voicekit"));
+    config.retry_schedule_secs = "[0.3, 0.3, 0.3]";
+    let daemon = Daemon::start(&config.toml()).await;
+    call(&daemon, &room(3), true).await;
+    call(&daemon, &room(4), true).await;
+    // Both calls' call_started are due at once; after the first 410 nothing more goes.
+    receiver.next(WAIT).await;
+    daemon.wait_for_stderr("410 Gone", WAIT).await;
+    // A window in which retries (due every 0.3 s) and call_ended would show up.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let got = receiver.received();
+    assert!(got.len() <= 2, "{} requests after 410", got.len());
+    assert!(got.iter().all(|r| r.json()["event"] == "call_started"));
+    let calls: std::collections::HashSet<_> = got
+        .iter()
+        .map(|r| r.json()["data"]["call_id"].clone())
+        .collect();
+    assert_eq!(calls.len(), got.len(), "no call_started was retried");
+}
+
+#[tokio::test]
+async fn a_failing_endpoint_opens_its_circuit_and_a_later_success_closes_it() {
+    let mut receiver = Receiver::start_with(vec![500, 500]).await;
+    let mut config = TestConfig::new(&receiver.url("/hooks/voicekit"));
+    config.retry_schedule_secs = "[0.1, 0.1, 0.1, 0.1, 0.1]";
+    config.delivery_extra = "breaker_failures = 2\nbreaker_open_secs = 1.5".into();
+    let daemon = Daemon::start(&config.toml()).await;
+    call(&daemon, &room(5), false).await;
+    receiver.next(WAIT).await;
+    receiver.next(WAIT).await;
+    daemon.wait_for_stderr("circuit opened", WAIT).await;
+    let opened = Instant::now();
+    // Retries are due every 0.1 s, but the whole endpoint is paused.
+    receiver.expect_nothing(Duration::from_millis(1000)).await;
+    let probe = receiver.next(WAIT).await;
+    assert!(opened.elapsed() >= Duration::from_millis(1400));
+    assert_eq!(probe.json()["event"], "call_started");
+    daemon.wait_for_stderr("circuit closed", WAIT).await;
+}
+
+#[tokio::test]
+async fn a_slow_endpoint_does_not_delay_another_workflow() {
+    let slow_replies = (0..8)
+        .map(|_| Reply::status(200).delay(Duration::from_secs(4)))
+        .collect();
+    let mut slow = Receiver::start_scripted(slow_replies).await;
+    let mut fast = Receiver::start().await;
+    let mut config = TestConfig::new(&slow.url("/hooks/voicekit"));
+    config.sales_webhook_url = Some(fast.url("/hooks/sales"));
+    let daemon = Daemon::start(&config.toml()).await;
+    for n in 0..6 {
+        call(&daemon, &room(10 + n), false).await;
+    }
+    slow.next(WAIT).await;
+    let started = Instant::now();
+    call(&daemon, &sales_room(1), true).await;
+    let first = fast.next(WAIT).await;
+    let second = fast.next(WAIT).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "the fast endpoint waited {:?}",
+        started.elapsed()
+    );
+    assert_eq!(first.json()["event"], "call_started");
+    assert_eq!(second.json()["event"], "call_ended");
+    assert_eq!(first.json()["data"]["workflow_slug"], "sales");
+    // The slow endpoint gets at most per_endpoint_concurrency (4) at once.
+    assert!(
+        slow.count() <= 4,
+        "{} in flight to the slow endpoint",
+        slow.count()
+    );
+}
