@@ -121,12 +121,19 @@ struct RawKey {
 #[serde(deny_unknown_fields, default)]
 pub struct StoreConfig {
     pub url: String,
+    /// Settled deliveries, their attempts, seen event ids and quiet calls older than
+    /// this are deleted. Pending deliveries are never pruned.
+    pub retention_days: f64,
+    /// How often pruning runs.
+    pub prune_interval_secs: f64,
 }
 
 impl Default for StoreConfig {
     fn default() -> Self {
         StoreConfig {
             url: "sqlite://voicekit-bridge.db".into(),
+            retention_days: 30.0,
+            prune_interval_secs: 3600.0,
         }
     }
 }
@@ -504,6 +511,18 @@ impl RawConfig {
             ));
         }
 
+        if !(self.store.retention_days > 0.0 && self.store.retention_days <= 36_500.0) {
+            return Err(invalid(
+                "store.retention_days",
+                "must be a positive number of days",
+            ));
+        }
+        if !(self.store.prune_interval_secs >= 1.0 && self.store.prune_interval_secs <= 86_400.0) {
+            return Err(invalid(
+                "store.prune_interval_secs",
+                "must be between 1 and 86400 seconds",
+            ));
+        }
         let d = &self.delivery;
         if !(d.timeout_secs > 0.0 && d.timeout_secs <= 300.0) {
             return Err(invalid("delivery.timeout_secs", "must be in (0, 300]"));

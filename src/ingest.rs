@@ -64,7 +64,11 @@ impl Ingestor {
             workflows,
             delivery,
         };
-        (Ingestor { commands }, tokio::spawn(writer.run(rx)))
+        // The writer runs on a thread of its own: on the shared runtime each of its awaits
+        // (one per statement) resumed behind every queued HTTP task, and its batches,
+        // which every request waits for, took several times their work.
+        let task = tokio::spawn(writer.run(rx)); //TMPAB
+        (Ingestor { commands }, task)
     }
 
     /// Commits `event` and everything it causes; returns once that is durable.
@@ -126,8 +130,17 @@ impl Writer {
     async fn commit(&self, batch: &[Command]) -> Result<Vec<Accepted>, StoreError> {
         let started = std::time::Instant::now();
         let mut tx = self.store.begin().await?;
+        let t1 = started.elapsed();
         let results = self.apply(&mut tx, batch).await?;
+        let t2 = started.elapsed();
         tx.commit().await?;
+        tracing::debug!(
+            n = batch.len(),
+            begin_us = t1.as_micros() as u64,
+            apply_us = (t2 - t1).as_micros() as u64,
+            commit_us = (started.elapsed() - t2).as_micros() as u64,
+            "TMPBATCH"
+        );
         crate::metrics::store_commit(started.elapsed().as_secs_f64());
         Ok(results)
     }

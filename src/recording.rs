@@ -97,6 +97,7 @@ impl Recordings {
                     return Ok(Published::Missing { bucket, key });
                 }
                 Err(e) => {
+                    crate::metrics::s3_error();
                     return Err(RecordingError::Head {
                         bucket,
                         key,
@@ -132,7 +133,10 @@ impl Recordings {
             .await
         {
             Ok(req) => Ok(req.uri().to_owned()),
-            Err(e) => Err(fail(error_chain(&e), bucket, key)),
+            Err(e) => {
+                crate::metrics::s3_error();
+                Err(fail(error_chain(&e), bucket, key))
+            }
         }
     }
 }

@@ -173,3 +173,19 @@ async fn a_slow_endpoint_does_not_delay_another_workflow() {
         slow.count()
     );
 }
+
+#[tokio::test]
+async fn a_redirect_is_a_failure_and_is_not_followed() {
+    let mut receiver = Receiver::start().await;
+    let elsewhere = receiver.url("/elsewhere");
+    let mut redirecting =
+        Receiver::start_scripted(vec![Reply::status(302).header("Location", &elsewhere)]).await;
+    let daemon = Daemon::start(&TestConfig::new(&redirecting.url("/hooks/voicekit")).toml()).await;
+    call(&daemon, &room(6), false).await;
+    let first = redirecting.next(WAIT).await;
+    // Retried at the configured endpoint, never sent to the Location.
+    let retry = redirecting.next(WAIT).await;
+    assert_eq!(retry.path, "/hooks/voicekit");
+    assert_eq!(retry.header("webhook-id"), first.header("webhook-id"));
+    receiver.expect_nothing(Duration::from_millis(300)).await;
+}

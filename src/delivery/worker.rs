@@ -25,6 +25,7 @@ use crate::{
     call::{machine::RecordingFile, voicekit},
     config::{DeliveryConfig, SharedWorkflows, Workflow},
     livekit::api::{LiveKitApi, merge_metadata},
+    metrics,
     recording::{Published, Recordings},
     shutdown::Shutdown,
     store::{Attempt, AttemptOutcome, DueFilter, HOOK_EVENT, OutboxRow, Store, StoreError, now_ms},
@@ -312,6 +313,20 @@ impl Inner {
                     .await?
             }
         };
+        if !is_hook {
+            let metric = match &outcome {
+                AttemptOutcome::Delivered => metrics::DeliveryOutcome::Delivered,
+                AttemptOutcome::RetryAt(_) => metrics::DeliveryOutcome::Retry,
+                AttemptOutcome::Dead => metrics::DeliveryOutcome::Failed,
+            };
+            let slug = self
+                .workflows
+                .load()
+                .iter()
+                .find(|w| w.id == row.workflow_id)
+                .map_or_else(|| row.workflow_id.to_string(), |w| w.slug.clone());
+            metrics::delivery_finished(&slug, metric, started.elapsed().as_secs_f64());
+        }
         self.store.finish_attempt(&attempt, outcome).await
     }
 

@@ -7,7 +7,12 @@
 
 use std::collections::BTreeMap;
 
-use serde::{Deserialize, Deserializer};
+use std::fmt;
+
+use serde::{
+    Deserialize, Deserializer,
+    de::{self, Visitor},
+};
 
 /// Why a body is not a webhook event we can read.
 #[derive(Debug, thiserror::Error)]
@@ -164,24 +169,46 @@ pub struct FileInfo {
 }
 
 /// protojson writes 64-bit integers as strings; accept numbers and null too.
+///
+/// A visitor rather than an untagged enum: serde's untagged enums buffer the value and
+/// build an error message for every variant that does not match, which for protojson's
+/// string integers was two formatted errors per field on the ingest hot path.
 fn int<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum IntOrString {
-        Int(i64),
-        Float(f64),
-        Str(String),
+    struct Int;
+    impl<'de> Visitor<'de> for Int {
+        type Value = Option<i64>;
+
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("an integer, as a number or a string")
+        }
+        fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+            d.deserialize_any(Int)
+        }
+        fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+            Ok(Some(v))
+        }
+        fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+            Ok(Some(i64::try_from(v).unwrap_or(v as f64 as i64)))
+        }
+        fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
+            Ok(Some(v as i64))
+        }
+        fn visit_str<E: de::Error>(self, s: &str) -> Result<Self::Value, E> {
+            if s.is_empty() {
+                return Ok(None);
+            }
+            s.parse()
+                .map(Some)
+                .map_err(|_| E::custom(format!("expected an integer, got {s:?}")))
+        }
     }
-    match Option::<IntOrString>::deserialize(d)? {
-        None => Ok(None),
-        Some(IntOrString::Int(i)) => Ok(Some(i)),
-        Some(IntOrString::Float(f)) => Ok(Some(f as i64)),
-        Some(IntOrString::Str(s)) if s.is_empty() => Ok(None),
-        Some(IntOrString::Str(s)) => s
-            .parse()
-            .map(Some)
-            .map_err(|_| serde::de::Error::custom(format!("expected an integer, got {s:?}"))),
-    }
+    d.deserialize_option(Int)
 }
 
 #[cfg(test)]
@@ -225,6 +252,23 @@ mod tests {
         assert_eq!(e.created_at, Some(17));
         assert_eq!(e.room.unwrap().created_at_ms(), Some(5000));
         assert_eq!(e.participant.unwrap().kind(), "HOLOGRAM");
+    }
+
+    #[test]
+    fn integers_come_as_strings_numbers_floats_empty_or_null() {
+        let size = |v: &str| {
+            let f: FileInfo = serde_json::from_str(&format!(r#"{{"size":{v}}}"#)).unwrap();
+            f.size
+        };
+        assert_eq!(size(r#""1948211""#), Some(1948211));
+        assert_eq!(size("1948211"), Some(1948211));
+        assert_eq!(size("-3"), Some(-3));
+        assert_eq!(size("12.0"), Some(12));
+        assert_eq!(size(r#""""#), None);
+        assert_eq!(size("null"), None);
+        assert_eq!(size("18446744073709551615"), Some(i64::MAX));
+        assert!(serde_json::from_str::<FileInfo>(r#"{"size":"big"}"#).is_err());
+        assert!(serde_json::from_str::<FileInfo>(r#"{"size":[1]}"#).is_err());
     }
 
     #[test]

@@ -7,6 +7,7 @@
 mod observe;
 mod operator;
 mod outbox;
+mod prune;
 
 use std::{
     collections::{HashMap, HashSet},
@@ -25,6 +26,7 @@ pub use operator::{AttemptRecord, CallDetail, CallSummary, DeliverySummary, Inbo
 pub use outbox::{
     Attempt, AttemptOutcome, DeliveryStatus, DueFilter, HOOK_EVENT, NewDelivery, OutboxRow, enqueue,
 };
+pub use prune::{Pruned, keep_pruned};
 
 use crate::call::CallState;
 

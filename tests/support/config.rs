@@ -35,6 +35,25 @@ pub struct TestConfig {
     pub delivery_extra: String,
     pub workflow_extra: String,
     pub reconcile: String,
+    /// `sqlite://...` in the daemon's directory, or with `VOICEKIT_TEST_STORE=postgres`
+    /// a fresh PostgreSQL database of its own (the daemon creates it).
+    pub store_url: String,
+}
+
+/// The store the suite runs against: SQLite unless `VOICEKIT_TEST_STORE=postgres`.
+pub fn test_store_url() -> String {
+    match std::env::var("VOICEKIT_TEST_STORE").as_deref() {
+        Ok("postgres") => {
+            let base = std::env::var("VOICEKIT_TEST_POSTGRES")
+                .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into());
+            let name: String = rand::Rng::sample_iter(rand::rng(), rand::distr::Alphanumeric)
+                .take(12)
+                .map(|b| (b as char).to_ascii_lowercase())
+                .collect();
+            format!("{base}/vkb_t_{name}")
+        }
+        _ => "sqlite://voicekit-bridge.db".into(),
+    }
 }
 
 impl TestConfig {
@@ -53,6 +72,7 @@ impl TestConfig {
             delivery_extra: String::new(),
             workflow_extra: String::new(),
             reconcile: String::new(),
+            store_url: test_store_url(),
         }
     }
 
@@ -85,7 +105,7 @@ api_key = "{OLD_API_KEY}"
 api_secret = "{OLD_API_SECRET}"
 
 [store]
-url = "sqlite://voicekit-bridge.db"
+url = "{store_url}"
 
 [recordings]
 bucket = "{BUCKET}"
@@ -137,6 +157,7 @@ events_webhook_url = "{sales_url}"
             delivery_extra = self.delivery_extra,
             workflow_extra = self.workflow_extra,
             reconcile = self.reconcile,
+            store_url = self.store_url,
         )
     }
 }
