@@ -11,25 +11,19 @@
 
 mod support;
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::Output;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::Router;
 use axum::body::Bytes;
-use axum::extract::State;
-use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use serde_json::{Value, json};
 use time::{OffsetDateTime, format_description::well_known::Rfc3339};
-use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
 
 use support::config::{API_KEY, API_SECRET, free_port};
 use support::lk::{self, Participant, Room};
 use support::operator::{api_get, api_post, api_url, with_api_token};
-use support::{Daemon, Received, Receiver, TestConfig, poll};
+use support::{Daemon, Received, Receiver, Reply, TestConfig, poll};
 
 const BIN: &str = env!("CARGO_BIN_EXE_voicekit-bridge");
 const WAIT: Duration = Duration::from_secs(20);
@@ -59,118 +53,8 @@ const FINISHED_S: i64 = 1_761_234_740;
 const SECRET_OLD: &str = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD";
 const SECRET_NEW: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 const TOKEN: &str = "t0ken";
-
-// ---- a customer endpoint that answers with a body ----
-
-/// One scripted answer: status, body, and how long to hold it back.
-#[derive(Clone)]
-struct Answer {
-    status: u16,
-    body: String,
-    delay: Duration,
-}
-
-struct EndpointShared {
-    script: Mutex<VecDeque<Answer>>,
-    log: Mutex<Vec<Received>>,
-    arrivals: mpsc::UnboundedSender<Received>,
-}
-
-/// Like `support::Receiver`, but its answers carry a body (for the attempt log's
-/// response snippet). Answers `200 thanks` once the script is used up.
-struct Endpoint {
-    url: String,
-    shared: Arc<EndpointShared>,
-    arrivals: mpsc::UnboundedReceiver<Received>,
-    server: JoinHandle<()>,
-}
-
-impl Endpoint {
-    async fn start(script: Vec<Answer>) -> Endpoint {
-        let (tx, arrivals) = mpsc::unbounded_channel();
-        let shared = Arc::new(EndpointShared {
-            script: Mutex::new(script.into()),
-            log: Mutex::new(Vec::new()),
-            arrivals: tx,
-        });
-        let app = Router::new()
-            .fallback(answer)
-            .with_state(Arc::clone(&shared));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind endpoint");
-        let addr = listener.local_addr().expect("endpoint addr");
-        let server = tokio::spawn(async move {
-            axum::serve(listener, app).await.expect("endpoint server");
-        });
-        Endpoint {
-            url: format!("http://{addr}/hooks/voicekit"),
-            shared,
-            arrivals,
-            server,
-        }
-    }
-
-    /// The next request not yet returned; panics if none arrives within `WAIT`.
-    async fn next(&mut self) -> Received {
-        match tokio::time::timeout(WAIT, self.arrivals.recv()).await {
-            Ok(Some(r)) => r,
-            _ => panic!(
-                "endpoint: no request within {WAIT:?} ({} in total)",
-                self.count()
-            ),
-        }
-    }
-
-    /// Panics if a request (not yet returned by `next`) arrives within `within`.
-    async fn expect_nothing(&mut self, within: Duration) {
-        if let Ok(Some(r)) = tokio::time::timeout(within, self.arrivals.recv()).await {
-            panic!("endpoint: expected no request, got {}", r.text());
-        }
-    }
-
-    fn count(&self) -> usize {
-        self.shared.log.lock().expect("endpoint log").len()
-    }
-}
-
-impl Drop for Endpoint {
-    fn drop(&mut self) {
-        self.server.abort();
-    }
-}
-
-async fn answer(
-    State(shared): State<Arc<EndpointShared>>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> (StatusCode, String) {
-    let request = Received {
-        method,
-        path: uri.path().to_owned(),
-        query: uri.query().map(str::to_owned),
-        headers,
-        body,
-    };
-    let reply = {
-        let mut log = shared.log.lock().expect("endpoint log");
-        log.push(request.clone());
-        let _ = shared.arrivals.send(request);
-        let mut script = shared.script.lock().expect("endpoint script");
-        script.pop_front().unwrap_or(Answer {
-            status: 200,
-            body: "thanks".into(),
-            delay: Duration::ZERO,
-        })
-    };
-    tokio::time::sleep(reply.delay).await;
-    (
-        StatusCode::from_u16(reply.status).expect("valid status"),
-        reply.body,
-    )
-}
+/// Where the customer endpoint takes VoiceKit events.
+const HOOK_PATH: &str = "/hooks/voicekit";
 
 /// What the failing endpoint says: longer than the snippet the attempt log keeps.
 fn failure_body() -> String {
@@ -182,13 +66,11 @@ fn failure_body() -> String {
 }
 
 /// `n` slow 500s with [`failure_body`].
-fn failures(n: usize) -> Vec<Answer> {
+fn failures(n: usize) -> Vec<Reply> {
     vec![
-        Answer {
-            status: 500,
-            body: failure_body(),
-            delay: FAILURE_DELAY,
-        };
+        Reply::status(500)
+            .body(&failure_body())
+            .delay(FAILURE_DELAY);
         n
     ]
 }
@@ -223,7 +105,8 @@ fn fixed_api_listen() -> String {
 }
 
 struct FailedCall {
-    endpoint: Endpoint,
+    /// Answers with [`failures`], then 200 with an empty body.
+    endpoint: Receiver,
     daemon: Daemon,
     /// The LiveKit event ids posted.
     event_ids: Vec<String>,
@@ -233,11 +116,11 @@ struct FailedCall {
     first_requests: Vec<Received>,
 }
 
-/// Starts a daemon whose endpoint answers `failing` slow 500s (then 200s), posts one
+/// Starts a daemon whose endpoint answers `failing` slow 500s (then empty 200s), posts one
 /// call and waits until both its deliveries are failed.
 async fn failed_call(failing: usize, api_listen: &str) -> FailedCall {
-    let mut endpoint = Endpoint::start(failures(failing)).await;
-    let daemon = Daemon::start(&config(&endpoint.url, api_listen).toml()).await;
+    let mut endpoint = Receiver::start_scripted(failures(failing)).await;
+    let daemon = Daemon::start(&config(&endpoint.url(HOOK_PATH), api_listen).toml()).await;
     let mut event_ids = Vec::new();
     for body in call_webhooks() {
         event_ids.push(lk::event_id(&body));
@@ -246,7 +129,7 @@ async fn failed_call(failing: usize, api_listen: &str) -> FailedCall {
     }
     let mut requests = Vec::new();
     for _ in 0..FAILING_REQUESTS {
-        requests.push(endpoint.next().await);
+        requests.push(endpoint.next(WAIT).await);
     }
     let deliveries = poll::wait_for(WAIT, "both deliveries failed", async || {
         let (status, body) = api_get(&daemon, "/api/deliveries?status=failed").await;
@@ -405,7 +288,7 @@ async fn a_call_shows_its_livekit_events_voicekit_events_and_every_attempt() {
     for a in attempts {
         assert_eq!(a["status_code"], 500, "{a}");
         assert!(a["error"].is_null(), "{a}");
-        assert_eq!(a["endpoint"], call.endpoint.url.as_str(), "{a}");
+        assert_eq!(a["endpoint"], call.endpoint.url(HOOK_PATH), "{a}");
         let latency = a["latency_ms"].as_i64().expect("latency_ms");
         assert!(
             latency >= FAILURE_DELAY.as_millis() as i64 && latency < 5_000,
@@ -441,7 +324,7 @@ async fn retrying_a_failed_delivery_sends_it_again_and_it_becomes_delivered() {
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["retried"], id(started));
 
-    let again = call.endpoint.next().await;
+    let again = call.endpoint.next(WAIT).await;
     assert_same_event(&again, &call.first_requests[0]);
     let delivered = wait_for_status(&call.daemon, id(started), "delivered").await;
     assert_eq!(delivered["attempts"], 2 + RETRIES);
@@ -483,7 +366,7 @@ async fn replay_puts_every_failed_delivery_of_the_workflow_back_with_the_same_we
 
     // In order, each with its webhook-id and bytes of before.
     for original in &call.first_requests {
-        let again = call.endpoint.next().await;
+        let again = call.endpoint.next(WAIT).await;
         assert_same_event(&again, original);
     }
     for d in &call.deliveries {
@@ -539,15 +422,14 @@ async fn replay_outside_the_time_range_or_of_another_workflow_puts_nothing_back(
         EVENTS as u64
     );
     for original in &call.first_requests {
-        assert_same_event(&call.endpoint.next().await, original);
+        assert_same_event(&call.endpoint.next(WAIT).await, original);
     }
 }
 
 #[tokio::test]
 async fn bad_operator_requests_get_400_or_404_with_an_error() {
     let receiver = Receiver::start().await;
-    let daemon =
-        Daemon::start(&config(&receiver.url("/hooks/voicekit"), "127.0.0.1:0").toml()).await;
+    let daemon = Daemon::start(&config(&receiver.url(HOOK_PATH), "127.0.0.1:0").toml()).await;
     let ok_range = |workflow: &str| json!({"workflow": workflow, "since": "2025-01-01T00:00:00Z", "until": "2030-01-01T00:00:00Z"});
     let cases: Vec<(&str, u16, (u16, Value))> = vec![
         (
@@ -619,7 +501,7 @@ async fn bad_operator_requests_get_400_or_404_with_an_error() {
 async fn with_a_token_configured_requests_without_the_right_bearer_token_get_401() {
     let receiver = Receiver::start().await;
     let toml = with_api_token(
-        &config(&receiver.url("/hooks/voicekit"), &fixed_api_listen()).toml(),
+        &config(&receiver.url(HOOK_PATH), &fixed_api_listen()).toml(),
         TOKEN,
     );
     let daemon = Daemon::start(&toml).await;
@@ -743,7 +625,7 @@ async fn cli_calls_list_and_show_print_the_call_its_events_and_attempts() {
         "call_ended".into(),
         "failed".into(),
         "HTTP 500".into(),
-        call.endpoint.url.clone(),
+        call.endpoint.url(HOOK_PATH),
     ];
     needles.extend(call.event_ids.iter().cloned());
     needles.extend(
@@ -863,7 +745,7 @@ async fn cli_deliveries_retry_sends_one_again_and_it_arrives() {
         "{}",
         describe(&out)
     );
-    assert_same_event(&call.endpoint.next().await, &call.first_requests[0]);
+    assert_same_event(&call.endpoint.next(WAIT).await, &call.first_requests[0]);
     wait_for_status(&call.daemon, started, "delivered").await;
 
     let missing = bridge(&["deliveries", "retry", "999"], call.daemon.config_path()).await;
@@ -897,7 +779,7 @@ async fn cli_deliveries_replay_sends_the_failed_ones_again_and_they_arrive() {
         describe(&out)
     );
     for original in &call.first_requests {
-        assert_same_event(&call.endpoint.next().await, original);
+        assert_same_event(&call.endpoint.next(WAIT).await, original);
     }
     for d in &call.deliveries {
         wait_for_status(&call.daemon, id(d), "delivered").await;
@@ -925,7 +807,7 @@ async fn cli_deliveries_replay_sends_the_failed_ones_again_and_they_arrive() {
 async fn cli_says_it_cannot_reach_the_operator_api_when_the_daemon_is_stopped() {
     let receiver = Receiver::start().await;
     let mut daemon =
-        Daemon::start(&config(&receiver.url("/hooks/voicekit"), &fixed_api_listen()).toml()).await;
+        Daemon::start(&config(&receiver.url(HOOK_PATH), &fixed_api_listen()).toml()).await;
     let config = daemon.config_path().to_owned();
     assert_success(&bridge(&["calls", "list"], &config).await);
     daemon.kill().await;
@@ -981,7 +863,7 @@ fn keys(v: &Value) -> Vec<&str> {
 /// request verifies with each secret, and returns the envelope it posted.
 async fn send_test_event(event: &str) -> Value {
     let mut receiver = Receiver::start().await;
-    let (_dir, path) = signed_config(&receiver.url("/hooks/voicekit"));
+    let (_dir, path) = signed_config(&receiver.url(HOOK_PATH));
     let out = bridge(
         &[
             "send-test-event",
@@ -1110,7 +992,7 @@ async fn send_test_event_posts_a_call_finalized_envelope_that_verifies_with_each
 #[tokio::test]
 async fn send_test_event_exits_non_zero_when_the_endpoint_answers_500() {
     let mut receiver = Receiver::start_with(vec![500]).await;
-    let (_dir, path) = signed_config(&receiver.url("/hooks/voicekit"));
+    let (_dir, path) = signed_config(&receiver.url(HOOK_PATH));
     let out = bridge(
         &["send-test-event", "--workflow", "customer-support"],
         &path,

@@ -67,6 +67,9 @@ struct Inner {
 struct InFlight {
     ids: HashSet<i64>,
     per_endpoint: HashMap<String, usize>,
+    /// Rows finished since the current dispatch round read the outbox: that read may
+    /// predate their outcome, so they must not be sent again from it.
+    finished: HashSet<i64>,
 }
 
 /// Where one outbox row goes and how it is sent.
@@ -180,7 +183,11 @@ impl Inner {
         let now = Instant::now();
         let paused = self.paused_workflows(&workflows, now);
         let per_endpoint = self.config.per_endpoint_concurrency;
-        let in_flight = self.in_flight.lock().expect("in-flight lock").ids.len();
+        let in_flight = {
+            let mut in_flight = self.in_flight.lock().expect("in-flight lock");
+            in_flight.finished.clear();
+            in_flight.ids.len()
+        };
         let filter = DueFilter {
             paused_workflows: &paused,
             // In flight rows are still pending; ask for enough to find fresh ones.
@@ -209,7 +216,10 @@ impl Inner {
             {
                 let mut in_flight = self.in_flight.lock().expect("in-flight lock");
                 let busy = in_flight.per_endpoint.get(&endpoint).copied().unwrap_or(0);
-                if in_flight.ids.contains(&row.id) || busy >= limit {
+                if in_flight.ids.contains(&row.id)
+                    || in_flight.finished.contains(&row.id)
+                    || busy >= limit
+                {
                     continue;
                 }
                 in_flight.ids.insert(row.id);
@@ -223,6 +233,7 @@ impl Inner {
                 }
                 let mut in_flight = inner.in_flight.lock().expect("in-flight lock");
                 in_flight.ids.remove(&id);
+                in_flight.finished.insert(id);
                 if let Some(n) = in_flight.per_endpoint.get_mut(&endpoint) {
                     *n = n.saturating_sub(1);
                 }
