@@ -19,6 +19,7 @@ use tokio::{sync::Notify, task::JoinSet};
 use super::{
     breaker::{self, Breakers, Change},
     policy::RetryPolicy,
+    recorder::{RecordError, Recorder},
     signing::{self, SigningKey},
 };
 use crate::{
@@ -58,6 +59,7 @@ struct Inner {
     config: DeliveryConfig,
     breakers: Mutex<Breakers>,
     in_flight: Mutex<InFlight>,
+    recorder: Recorder,
     /// Endpoints that answered 410 Gone: nothing more is sent to them until the
     /// workflow's URL changes (reload) or the daemon restarts.
     gone: Mutex<HashSet<String>>,
@@ -117,6 +119,7 @@ impl Worker {
         );
         Ok(Worker {
             inner: Arc::new(Inner {
+                recorder: Recorder::start(store.clone()),
                 store,
                 http,
                 recordings,
@@ -255,7 +258,7 @@ impl Inner {
         sleep
     }
 
-    async fn deliver(&self, mut row: OutboxRow, target: Option<Target>) -> Result<(), StoreError> {
+    async fn deliver(&self, mut row: OutboxRow, target: Option<Target>) -> Result<(), RecordError> {
         let attempted_at = now_ms();
         let started = Instant::now();
         let is_hook = row.event_type == HOOK_EVENT;
@@ -338,7 +341,7 @@ impl Inner {
                 .map_or_else(|| row.workflow_id.to_string(), |w| w.slug.clone());
             metrics::delivery_finished(&slug, metric, started.elapsed().as_secs_f64());
         }
-        self.store.finish_attempt(&attempt, outcome).await
+        self.recorder.record(attempt, outcome).await
     }
 
     /// Decides what a failed attempt leads to, and logs it once.

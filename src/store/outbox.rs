@@ -182,49 +182,69 @@ impl Store {
         attempt: &Attempt,
         outcome: AttemptOutcome,
     ) -> Result<(), StoreError> {
+        self.finish_attempts(&[(attempt.clone(), outcome)]).await
+    }
+
+    /// [`Store::finish_attempt`] for many attempts in one transaction: one fsync for
+    /// a whole batch of finished deliveries.
+    pub async fn finish_attempts(
+        &self,
+        attempts: &[(Attempt, AttemptOutcome)],
+    ) -> Result<(), StoreError> {
         let mut tx = self.begin().await?;
-        sqlx::query(
-            "INSERT INTO delivery_attempts (outbox_id, attempted_at, endpoint, status_code,
-                                            error, latency_ms, response_body)
-             VALUES (?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(attempt.outbox_id)
-        .bind(attempt.attempted_at)
-        .bind(&attempt.endpoint)
-        .bind(attempt.status_code.map(i64::from))
-        .bind(&attempt.error)
-        .bind(attempt.latency_ms)
-        .bind(&attempt.response_body)
-        .execute(&mut *tx)
-        .await?;
-        let error = attempt.error.clone().or_else(|| {
-            attempt
-                .status_code
-                .filter(|c| !(200..300).contains(c))
-                .map(|c| format!("HTTP {c}"))
-        });
-        let (status, next, delivered_at) = match outcome {
-            AttemptOutcome::Delivered => (DeliveryStatus::Delivered, 0, Some(now_ms())),
-            AttemptOutcome::RetryAt(at) => (DeliveryStatus::Pending, at, None),
-            AttemptOutcome::Dead => (DeliveryStatus::Failed, 0, None),
-        };
-        sqlx::query(
-            "UPDATE outbox SET status = ?, attempts = attempts + 1,
-                 next_attempt_at = CASE WHEN ? = 'pending' THEN ? ELSE next_attempt_at END,
-                 delivered_at = ?, last_error = ?
-             WHERE id = ?",
-        )
-        .bind(status.as_str())
-        .bind(status.as_str())
-        .bind(next)
-        .bind(delivered_at)
-        .bind(error)
-        .bind(attempt.outbox_id)
-        .execute(&mut *tx)
-        .await?;
+        for (attempt, outcome) in attempts {
+            record_attempt(&mut tx, attempt, *outcome).await?;
+        }
         tx.commit().await?;
         Ok(())
     }
+}
+
+async fn record_attempt(
+    tx: &mut Tx,
+    attempt: &Attempt,
+    outcome: AttemptOutcome,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO delivery_attempts (outbox_id, attempted_at, endpoint, status_code,
+                                        error, latency_ms, response_body)
+         VALUES (?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(attempt.outbox_id)
+    .bind(attempt.attempted_at)
+    .bind(&attempt.endpoint)
+    .bind(attempt.status_code.map(i64::from))
+    .bind(&attempt.error)
+    .bind(attempt.latency_ms)
+    .bind(&attempt.response_body)
+    .execute(&mut **tx)
+    .await?;
+    let error = attempt.error.clone().or_else(|| {
+        attempt
+            .status_code
+            .filter(|c| !(200..300).contains(c))
+            .map(|c| format!("HTTP {c}"))
+    });
+    let (status, next, delivered_at) = match outcome {
+        AttemptOutcome::Delivered => (DeliveryStatus::Delivered, 0, Some(now_ms())),
+        AttemptOutcome::RetryAt(at) => (DeliveryStatus::Pending, at, None),
+        AttemptOutcome::Dead => (DeliveryStatus::Failed, 0, None),
+    };
+    sqlx::query(
+        "UPDATE outbox SET status = ?, attempts = attempts + 1,
+             next_attempt_at = CASE WHEN ? = 'pending' THEN ? ELSE next_attempt_at END,
+             delivered_at = ?, last_error = ?
+         WHERE id = ?",
+    )
+    .bind(status.as_str())
+    .bind(status.as_str())
+    .bind(next)
+    .bind(delivered_at)
+    .bind(error)
+    .bind(attempt.outbox_id)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
 }
 
 /// Where an attempt leaves its outbox row.
