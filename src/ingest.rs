@@ -64,11 +64,7 @@ impl Ingestor {
             workflows,
             delivery,
         };
-        // The writer runs on a thread of its own: on the shared runtime each of its awaits
-        // (one per statement) resumed behind every queued HTTP task, and its batches,
-        // which every request waits for, took several times their work.
-        let task = tokio::spawn(writer.run(rx)); //TMPAB
-        (Ingestor { commands }, task)
+        (Ingestor { commands }, tokio::spawn(writer.run(rx)))
     }
 
     /// Commits `event` and everything it causes; returns once that is durable.
@@ -130,25 +126,16 @@ impl Writer {
     async fn commit(&self, batch: &[Command]) -> Result<Vec<Accepted>, StoreError> {
         let started = std::time::Instant::now();
         let mut tx = self.store.begin().await?;
-        let t1 = started.elapsed();
         let results = self.apply(&mut tx, batch).await?;
-        let t2 = started.elapsed();
         tx.commit().await?;
-        tracing::debug!(
-            n = batch.len(),
-            begin_us = t1.as_micros() as u64,
-            apply_us = (t2 - t1).as_micros() as u64,
-            commit_us = (started.elapsed() - t2).as_micros() as u64,
-            "TMPBATCH"
-        );
         crate::metrics::store_commit(started.elapsed().as_secs_f64());
         Ok(results)
     }
 
-    /// Applies a batch in order, as if its events came one by one, with a fixed number
-    /// of statements (plus one per VoiceKit event queued): duplicates are found with one
-    /// query, the rooms' calls are read with one, new calls inserted with one, and the
-    /// events and final call states written with one each.
+    /// Applies a batch in order, as if its events came one by one, with six statements
+    /// whatever its size: duplicates are found with one query, the rooms' calls read with
+    /// one, new calls inserted with one, and the outbox rows, the seen events and the
+    /// final call states written with one each.
     async fn apply(&self, tx: &mut Tx, batch: &[Command]) -> Result<Vec<Accepted>, StoreError> {
         let keys: Vec<&str> = batch.iter().map(|c| c.dedupe_key.as_str()).collect();
         let mut seen = store::seen_events(tx, &keys).await?;
@@ -211,6 +198,7 @@ impl Writer {
         let mut results = Vec::with_capacity(batch.len());
         let mut remembered = Vec::with_capacity(batch.len());
         let mut touched: Vec<&str> = Vec::new();
+        let mut queued = Vec::new();
         for (cmd, plan) in batch.iter().zip(plans) {
             let (key, kind, room) = (
                 cmd.dedupe_key.as_str(),
@@ -227,7 +215,7 @@ impl Writer {
                     let state = calls.remove(room_sid).expect("planned rooms have a call");
                     let transition = state.apply(&cmd.event);
                     let call = transition.state;
-                    self.queue(tx, &call, &transition.emitted).await?;
+                    self.queue(&mut queued, &call, &transition.emitted)?;
                     remembered.push(store::SeenEvent(key, kind, room, Some(call.call_id)));
                     results.push(Accepted::Applied {
                         call_id: call.call_id,
@@ -240,16 +228,29 @@ impl Writer {
                 }
             }
         }
+        let deliveries: Vec<NewDelivery> = queued
+            .iter()
+            .map(|q| NewDelivery {
+                webhook_id: &q.webhook_id,
+                call_id: q.call_id,
+                seq: q.seq,
+                event_type: q.event_type,
+                workflow_id: q.workflow_id,
+                payload: &q.payload,
+                recording: q.recording.as_deref(),
+            })
+            .collect();
+        store::enqueue_all(tx, &deliveries).await?;
         store::remember_events(tx, &remembered).await?;
         let states: Vec<&CallState> = touched.iter().map(|r| &calls[*r]).collect();
         store::save_calls(tx, &states).await?;
         Ok(results)
     }
 
-    /// Queues a call's VoiceKit events in the outbox, in the transaction of their cause.
-    async fn queue(
+    /// A call's VoiceKit events for the outbox, written with the batch (in its order).
+    fn queue(
         &self,
-        tx: &mut Tx,
+        out: &mut Vec<Queued>,
         call: &CallState,
         emitted: &[machine::Emitted],
     ) -> Result<(), StoreError> {
@@ -261,41 +262,34 @@ impl Writer {
                 .map(serde_json::to_string)
                 .transpose()?;
             let payload = emitted.event.to_json();
-            store::enqueue(
-                tx,
-                &NewDelivery {
-                    webhook_id: &new_webhook_id(),
-                    call_id: call.call_id,
-                    seq: kind.seq(),
-                    event_type: kind.as_str(),
-                    workflow_id: call.workflow_id,
-                    payload: &payload,
-                    recording: recording.as_deref(),
-                },
-            )
-            .await?;
             let has_hook = || {
                 self.workflows
                     .load()
                     .iter()
                     .any(|w| w.id == call.workflow_id && w.call_started_hook.is_some())
             };
-            if kind == EventKind::CallStarted && has_hook() {
+            let hook = (kind == EventKind::CallStarted && has_hook()).then(|| payload.clone());
+            out.push(Queued {
+                webhook_id: new_webhook_id(),
+                call_id: call.call_id,
+                seq: kind.seq(),
+                event_type: kind.as_str(),
+                workflow_id: call.workflow_id,
+                payload,
+                recording,
+            });
+            if let Some(payload) = hook {
                 // The hook gets the call_started payload too, as its own outbox row
                 // (seq 0): it never holds up the call's events.
-                store::enqueue(
-                    tx,
-                    &NewDelivery {
-                        webhook_id: &new_webhook_id(),
-                        call_id: call.call_id,
-                        seq: 0,
-                        event_type: store::HOOK_EVENT,
-                        workflow_id: call.workflow_id,
-                        payload: &payload,
-                        recording: None,
-                    },
-                )
-                .await?;
+                out.push(Queued {
+                    webhook_id: new_webhook_id(),
+                    call_id: call.call_id,
+                    seq: 0,
+                    event_type: store::HOOK_EVENT,
+                    workflow_id: call.workflow_id,
+                    payload,
+                    recording: None,
+                });
             }
             tracing::info!(
                 call_id = call.call_id,
@@ -305,6 +299,17 @@ impl Writer {
         }
         Ok(())
     }
+}
+
+/// An outbox row to write at the end of the batch.
+struct Queued {
+    webhook_id: String,
+    call_id: i64,
+    seq: i64,
+    event_type: &'static str,
+    workflow_id: i64,
+    payload: String,
+    recording: Option<String>,
 }
 
 /// What the writer does with one event of a batch.
@@ -337,6 +342,153 @@ fn new_webhook_id() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
+
+    async fn writer() -> (Writer, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&format!("sqlite://{}", dir.path().join("t.db").display()))
+            .await
+            .unwrap();
+        let workflow = Workflow {
+            id: 456,
+            slug: "support".into(),
+            organization_id: 789,
+            events_webhook_url: "http://127.0.0.1:1/".into(),
+            call_started_hook: None,
+            room_pattern: Some(regex::Regex::new(r"^VK_(?P<call_slug>[a-z0-9]+)_\d+$").unwrap()),
+            signing_keys: vec![],
+        };
+        let workflows = Arc::new(arc_swap::ArcSwap::from_pointee(vec![workflow]));
+        let writer = Writer {
+            store,
+            workflows,
+            delivery: Arc::new(Notify::new()),
+        };
+        (writer, dir)
+    }
+
+    fn command(body: serde_json::Value) -> Command {
+        let event = WebhookEvent::parse(body.to_string().as_bytes()).unwrap();
+        Command {
+            dedupe_key: event.id.clone().unwrap(),
+            event,
+            reply: oneshot::channel().0,
+        }
+    }
+
+    /// Room R1 (a whole call), a duplicate in the batch and one of an earlier event, a
+    /// room of no workflow, an event type that concerns no call, and a second new room.
+    fn events() -> Vec<serde_json::Value> {
+        let room = |sid: &str, name: &str| json!({"sid": sid, "name": name, "creationTimeMs": "1761234567000"});
+        let r1 = room("RM_1", "VK_abc_1");
+        let agent = json!({"sid": "PA_a", "identity": "agent", "kind": "AGENT", "joinedAtMs": "1761234569000"});
+        let sip = json!({"sid": "PA_s", "identity": "sip", "kind": "SIP", "joinedAtMs": "1761234568000",
+                         "attributes": {"sip.phoneNumber": "+15551230001"}});
+        let ev = |id: &str, event: &str, room: &serde_json::Value, extra: serde_json::Value| {
+            let mut v = json!({"id": id, "event": event, "room": room, "createdAt": "1761234570"});
+            v.as_object_mut()
+                .unwrap()
+                .extend(extra.as_object().unwrap().clone());
+            v
+        };
+        vec![
+            ev("EV_1", "room_started", &r1, json!({})),
+            ev("EV_1", "room_started", &r1, json!({})),
+            ev(
+                "EV_2",
+                "participant_joined",
+                &r1,
+                json!({"participant": sip}),
+            ),
+            ev(
+                "EV_3",
+                "participant_joined",
+                &r1,
+                json!({"participant": agent}),
+            ),
+            ev(
+                "EV_4",
+                "room_started",
+                &room("RM_2", "someone-else"),
+                json!({}),
+            ),
+            ev("EV_5", "track_published", &r1, json!({})),
+            ev("EV_6", "room_started", &room("RM_3", "VK_def_2"), json!({})),
+            ev(
+                "EV_7",
+                "participant_left",
+                &r1,
+                json!({"participant": agent}),
+            ),
+            ev("EV_8", "room_finished", &r1, json!({})),
+            ev(
+                "EV_3",
+                "participant_joined",
+                &r1,
+                json!({"participant": agent}),
+            ),
+        ]
+    }
+
+    /// Everything the writer stores, minus what is random or a clock reading.
+    async fn dump(w: &Writer) -> Vec<String> {
+        let rows: Vec<(String,)> = sqlx::query_as(
+            "SELECT json_array(event_id, event_type, room_sid, call_id) FROM inbound_events
+             UNION ALL SELECT json_array(id, room_sid, call_slug, phase, state) FROM calls
+             UNION ALL SELECT json_array(call_id, seq, event_type, workflow_id, payload, recording)
+                       FROM (SELECT * FROM outbox ORDER BY id)",
+        )
+        .fetch_all(w.store.pool())
+        .await
+        .unwrap();
+        rows.into_iter().map(|(r,)| r).collect()
+    }
+
+    #[tokio::test]
+    async fn a_batch_does_what_its_events_do_one_by_one() {
+        let (batched, _d1) = writer().await;
+        let batch: Vec<Command> = events().into_iter().map(command).collect();
+        let together = batched.commit(&batch).await.unwrap();
+
+        let (single, _d2) = writer().await;
+        let mut one_by_one = Vec::new();
+        for body in events() {
+            one_by_one.extend(single.commit(&[command(body)]).await.unwrap());
+        }
+        assert_eq!(together, one_by_one);
+        assert_eq!(dump(&batched).await, dump(&single).await);
+
+        use Accepted::*;
+        let applied = |emitted| Applied {
+            call_id: 1,
+            emitted,
+        };
+        assert_eq!(
+            together,
+            vec![
+                applied(0),
+                Duplicate,
+                applied(0),
+                applied(1),
+                Ignored("room maps to no workflow"),
+                Ignored("event type does not concern calls"),
+                Applied {
+                    call_id: 2,
+                    emitted: 0
+                },
+                applied(0),
+                applied(1),
+                Duplicate,
+            ]
+        );
+        let again = batched.commit(&batch).await.unwrap();
+        assert!(again.iter().all(|a| *a == Duplicate));
+        let kinds: Vec<(String,)> = sqlx::query_as("SELECT event_type FROM outbox ORDER BY id")
+            .fetch_all(batched.store.pool())
+            .await
+            .unwrap();
+        assert_eq!(kinds, [("call_started".into(),), ("call_ended".into(),)]);
+    }
 
     #[test]
     fn slugs_are_eight_lowercase_alphanumerics() {

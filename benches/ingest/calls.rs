@@ -91,9 +91,10 @@ impl Call<'_> {
     fn room(&self, participants: u32, ticks: u32) -> String {
         let t0 = self.t0;
         format!(
-            r#"{{"sid":"{sid}","name":"{name}","emptyTimeout":300,"departureTimeout":20,"creationTime":"{t0}","creationTimeMs":"{t0}123","turnPassword":"x9W3s0Zq...redacted","enabledCodecs":[{{"mime":"audio/PCMU"}},{{"mime":"audio/PCMA"}},{{"mime":"audio/opus"}},{{"mime":"audio/red"}}],"metadata":"{{\"workflow_slug\":\"{WORKFLOW_SLUG}\",\"campaign\":\"inbound-support\"}}","numParticipants":{participants},"version":{{"unixMicro":"{t0}123456","ticks":{ticks}}}}}"#,
+            r#"{{"sid":"{sid}","name":"{name}","emptyTimeout":300,"departureTimeout":20,"creationTime":"{t0}","creationTimeMs":"{t0}123","turnPassword":"x9W3s0Zq...redacted","enabledCodecs":[{{"mime":"audio/PCMU"}},{{"mime":"audio/PCMA"}},{{"mime":"audio/opus"}},{{"mime":"audio/red"}}],"metadata":"{{\"workflow_slug\":\"{WORKFLOW_SLUG}\",\"campaign\":\"inbound-support\",\"locale\":\"en-US\",\"agent\":{{\"name\":\"voicekit-agent\",\"voice\":\"alloy\",\"llm\":\"gpt-4o-mini\",\"stt\":\"deepgram-nova-3\"}},\"customer_ref\":\"CUST-{index:08}\",\"tags\":[\"support\",\"inbound\",\"tier-2\"]}}","numParticipants":{participants},"version":{{"unixMicro":"{t0}123456","ticks":{ticks}}}}}"#,
             sid = self.sid(),
             name = self.name(),
+            index = self.index,
         )
     }
 

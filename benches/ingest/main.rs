@@ -329,8 +329,8 @@ async fn bench(args: Args) -> anyhow::Result<()> {
             "",
         ));
         rows.push(Row(
-            "VoiceKit events delivered during ingest".into(),
-            format!("{delivered} of {}", r.counts.accepted * 3 / 8),
+            "VoiceKit events delivered during ingest (of ~3 per call)".into(),
+            format!("{delivered} of ~{}", r.counts.accepted * 3 / 8),
             "".into(),
             "",
         ));

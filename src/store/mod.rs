@@ -70,6 +70,9 @@ impl Store {
             .foreign_keys(true);
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
+            // A local file does not go stale like a network connection: pinging it before
+            // each use only added a round trip to every transaction.
+            .test_before_acquire(false)
             .connect_with(options)
             .await?;
         MIGRATOR.run(&pool).await?;
@@ -169,6 +172,34 @@ pub async fn create_calls(
     Ok(rows.into_iter().map(|(id, room)| (room, id)).collect())
 }
 
+/// [`enqueue`] for many deliveries in one statement, in order: the same columns and
+/// values, so the rows are those `enqueue` would write one by one (a test checks it).
+pub async fn enqueue_all(tx: &mut Tx, deliveries: &[NewDelivery<'_>]) -> Result<(), StoreError> {
+    if deliveries.is_empty() {
+        return Ok(());
+    }
+    let rows: Vec<_> = deliveries
+        .iter()
+        .map(|d| {
+            let (id, call, seq, kind) = (d.webhook_id, d.call_id, d.seq, d.event_type);
+            (id, call, seq, kind, d.workflow_id, d.payload, d.recording)
+        })
+        .collect();
+    let now = now_ms();
+    sqlx::query(
+        "INSERT INTO outbox (webhook_id, call_id, seq, event_type, workflow_id, payload, recording,
+                             next_attempt_at, created_at)
+         SELECT value->>0, value->>1, value->>2, value->>3, value->>4, value->>5, value->>6, ?, ?
+         FROM json_each(?) ORDER BY key",
+    )
+    .bind(now)
+    .bind(now)
+    .bind(serde_json::to_string(&rows)?)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
 /// Saves the state (and phase) of each call.
 pub async fn save_calls(tx: &mut Tx, states: &[&CallState]) -> Result<(), StoreError> {
     if states.is_empty() {
@@ -233,5 +264,62 @@ impl Store {
         rows.into_iter()
             .map(|(s,)| serde_json::from_str(&s).map_err(StoreError::from))
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn enqueue_all_writes_the_rows_enqueue_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("t.db").display());
+        let store = Store::open(&url).await.unwrap();
+        let mut tx = store.begin().await.unwrap();
+        let ids = create_calls(&mut tx, &[NewCall("RM_1", "room", 7, "wf", "slug")])
+            .await
+            .unwrap();
+        let delivery = |webhook_id, seq, recording| NewDelivery {
+            webhook_id,
+            call_id: ids["RM_1"],
+            seq,
+            event_type: "call_finalized",
+            workflow_id: 7,
+            payload: "{\"a\":\"\\u00e9 \\\" \u{e9}\\n\"}",
+            recording,
+        };
+        enqueue(&mut tx, &delivery("msg_one", 1, Some("{\"k\":1}")))
+            .await
+            .unwrap();
+        enqueue(&mut tx, &delivery("msg_two", 2, None))
+            .await
+            .unwrap();
+        enqueue_all(
+            &mut tx,
+            &[
+                delivery("msg_three", 3, Some("{\"k\":1}")),
+                delivery("msg_four", 4, None),
+            ],
+        )
+        .await
+        .unwrap();
+        tx.commit().await.unwrap();
+        let rows: Vec<(String,)> = sqlx::query_as(
+            "SELECT json_array(call_id, event_type, workflow_id, payload, recording, status,
+                               attempts, next_attempt_at > 0, created_at > 0)
+             FROM outbox ORDER BY id",
+        )
+        .fetch_all(store.pool())
+        .await
+        .unwrap();
+        assert_eq!(rows.len(), 4);
+        assert_eq!(rows[0], rows[2]);
+        assert_eq!(rows[1], rows[3]);
+        let seqs: Vec<(i64,)> = sqlx::query_as("SELECT seq FROM outbox ORDER BY id")
+            .fetch_all(store.pool())
+            .await
+            .unwrap();
+        assert_eq!(seqs, [(1,), (2,), (3,), (4,)]);
     }
 }
