@@ -29,7 +29,7 @@ use crate::{
     metrics,
     recording::{Published, Recordings},
     shutdown::Shutdown,
-    store::{Attempt, AttemptOutcome, DueFilter, HOOK_EVENT, OutboxRow, Store, StoreError, now_ms},
+    store::{Attempt, AttemptOutcome, HOOK_EVENT, OutboxRow, Store, StoreError, now_ms},
 };
 
 /// `voicekit-bridge/0.1.0`: lets a customer's logs tell our requests from others.
@@ -184,20 +184,40 @@ impl Inner {
         }
         let workflows = self.workflows.load_full();
         let now = Instant::now();
-        let paused = self.paused_workflows(&workflows, now);
         let per_endpoint = self.config.per_endpoint_concurrency;
-        let in_flight = {
-            let mut in_flight = self.in_flight.lock().expect("in-flight lock");
-            in_flight.finished.clear();
-            in_flight.ids.len()
-        };
-        let filter = DueFilter {
-            paused_workflows: &paused,
-            // In flight rows are still pending; ask for enough to find fresh ones.
-            per_workflow: 2 * per_endpoint as i64,
-            limit: (2 * capacity + in_flight) as i64,
-        };
-        let rows = self.store.due_deliveries(now_ms(), &filter).await?;
+        self.in_flight
+            .lock()
+            .expect("in-flight lock")
+            .finished
+            .clear();
+        let mut rows = Vec::new();
+        for w in workflows.iter() {
+            let state = self
+                .breakers
+                .lock()
+                .expect("breaker lock")
+                .state(&w.events_webhook_url, now);
+            let hooks_only = matches!(state, breaker::State::Open(_));
+            let busy = self
+                .in_flight
+                .lock()
+                .expect("in-flight lock")
+                .per_endpoint
+                .get(&w.events_webhook_url)
+                .copied()
+                .unwrap_or(0);
+            if (hooks_only || busy >= per_endpoint) && w.call_started_hook.is_none() {
+                continue;
+            }
+            // In-flight rows are still pending and come first: read past them.
+            let limit = (busy + per_endpoint) as i64;
+            rows.extend(
+                self.store
+                    .due_for_workflow(now_ms(), w.id, hooks_only, limit)
+                    .await?,
+            );
+        }
+        rows.sort_by_key(|r| (r.next_attempt_at, r.id));
         for row in rows {
             if tasks.len() >= capacity {
                 break;

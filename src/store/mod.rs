@@ -24,7 +24,7 @@ use sqlx::{
 
 pub use operator::{AttemptRecord, CallDetail, CallSummary, DeliverySummary, InboundRecord};
 pub use outbox::{
-    Attempt, AttemptOutcome, DeliveryStatus, DueFilter, HOOK_EVENT, NewDelivery, OutboxRow, enqueue,
+    Attempt, AttemptOutcome, DeliveryStatus, HOOK_EVENT, NewDelivery, OutboxRow, enqueue,
 };
 pub use prune::{Pruned, keep_pruned};
 

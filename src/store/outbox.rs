@@ -90,44 +90,37 @@ const ROW: &str =
 /// Event type of the synchronous `call_started_hook` request, queued beside the events.
 pub const HOOK_EVENT: &str = "call_started_hook";
 
-/// Which due rows the worker may take now.
-#[derive(Debug, Clone, Default)]
-pub struct DueFilter<'a> {
-    /// Workflows whose endpoint is paused (open circuit).
-    pub paused_workflows: &'a [i64],
-    /// At most this many rows per workflow, so one busy endpoint cannot fill the batch.
-    pub per_workflow: i64,
-    pub limit: i64,
-}
-
 impl Store {
-    /// Pending rows that are due, each only once every earlier event of its call is no
-    /// longer pending: a call's events reach the customer in order, across retries.
-    /// The `call_started_hook` (seq 0) waits for nothing and holds nothing up.
-    pub async fn due_deliveries(
+    /// Up to `limit` pending rows of one workflow that are due, oldest first, each only
+    /// once every earlier event of its call is no longer pending: a call's events reach
+    /// the customer in order, across retries. The `call_started_hook` (seq 0) waits for
+    /// nothing and holds nothing up. `hooks_only` while the events endpoint is paused.
+    ///
+    /// One query per workflow walks the `(workflow_id, status, next_attempt_at)` index
+    /// and stops after `limit` rows, so its cost follows what it returns, not the
+    /// backlog.
+    pub async fn due_for_workflow(
         &self,
         now: i64,
-        filter: &DueFilter<'_>,
+        workflow_id: i64,
+        hooks_only: bool,
+        limit: i64,
     ) -> Result<Vec<OutboxRow>, StoreError> {
         let sql = format!(
-            "SELECT {ROW} FROM (
-                 SELECT o.*, ROW_NUMBER() OVER (PARTITION BY o.workflow_id
-                                                ORDER BY o.next_attempt_at, o.id) AS rn
-                 FROM outbox o
-                 WHERE o.status = 'pending' AND o.next_attempt_at <= ?
-                   AND (o.workflow_id NOT IN (SELECT value FROM json_each(?))
-                        OR o.event_type = ?)
-                   AND NOT EXISTS (SELECT 1 FROM outbox e
-                                   WHERE e.call_id = o.call_id AND e.seq < o.seq AND e.seq > 0
-                                     AND e.status = 'pending'))
-             WHERE rn <= ? ORDER BY next_attempt_at, id LIMIT ?"
+            "SELECT {ROW} FROM outbox o
+             WHERE o.workflow_id = ? AND o.status = 'pending' AND o.next_attempt_at <= ?
+               AND (? = 0 OR o.event_type = ?)
+               AND NOT EXISTS (SELECT 1 FROM outbox e
+                               WHERE e.call_id = o.call_id AND e.seq < o.seq AND e.seq > 0
+                                 AND e.status = 'pending')
+             ORDER BY o.next_attempt_at, o.id LIMIT ?"
         );
         Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(workflow_id)
             .bind(now)
-            .bind(serde_json::to_string(filter.paused_workflows)?)
+            .bind(i64::from(hooks_only))
             .bind(HOOK_EVENT)
-            .bind(filter.per_workflow)
-            .bind(filter.limit)
+            .bind(limit)
             .fetch_all(&self.pool)
             .await?)
     }
