@@ -196,29 +196,38 @@ mod tests {
         }
     }
 
+    /// VoiceKit's own `call_finalized` example, timed as the document times it.
+    fn document_example() -> VoiceKitEvent {
+        let mut e =
+            crate::cli::test_event::sample(EventKind::CallFinalized, "customer-support", 456, 789);
+        if let VoiceKitEvent::CallFinalized { at_ms, .. } = &mut e {
+            *at_ms = 1705314780000;
+        }
+        e
+    }
+
+    #[test]
+    fn call_finalized_matches_the_document_byte_for_byte() {
+        assert_eq!(
+            document_example().to_json(),
+            concat!(
+                r#"{"event":"call_finalized","timestamp":"2024-01-15T10:33:00.000Z","data":{"call_id":123,"#,
+                r#""call_slug":"abc12345","recording_url":"https://recordings.voicekit.com/path/to/audio.ogg","#,
+                r#""workflow_id":456,"organization_id":789,"egress_info":{"egress_id":"EG_dmi8xHQYNX6r","#,
+                r#""room_id":"RM_kfWfYGzHvVYy","room_name":"VOICEKIT_workflow_abc12345_8453","#,
+                r#""status":"EGRESS_COMPLETE","started_at":"1749599674369480049","#,
+                r#""ended_at":"1749599765791839485","duration":"88756989820","file_size":"1442477","#,
+                r#""file_type":"ogg"}}}"#
+            )
+        );
+    }
+
     #[test]
     fn recording_url_is_filled_in_without_touching_the_rest() {
-        let e = VoiceKitEvent::CallFinalized {
-            at_ms: 1749599765791,
-            data: CallFinalizedData {
-                call_id: 123,
-                call_slug: "abc12345".into(),
-                recording_url: None,
-                workflow_id: 456,
-                organization_id: 789,
-                egress_info: EgressInfoData {
-                    egress_id: "EG_dmi8xHQYNX6r".into(),
-                    room_id: "RM_kfWfYGzHvVYy".into(),
-                    room_name: "VOICEKIT_workflow_abc12345_8453".into(),
-                    status: "EGRESS_COMPLETE".into(),
-                    started_at: "1749599674369480049".into(),
-                    ended_at: "1749599765791839485".into(),
-                    duration: "88756989820".into(),
-                    file_size: "1442477".into(),
-                    file_type: Some("ogg".into()),
-                },
-            },
-        };
+        let mut e = document_example();
+        if let VoiceKitEvent::CallFinalized { data, .. } = &mut e {
+            data.recording_url = None;
+        }
         let body = e.to_json();
         let filled = with_recording_url(
             &body,
