@@ -60,6 +60,9 @@ struct Inner {
     breakers: Mutex<Breakers>,
     in_flight: Mutex<InFlight>,
     recorder: Recorder,
+    /// Woken when a request finishes and frees its endpoint's slot (its outcome may
+    /// still be committing).
+    slot_freed: Notify,
     /// Endpoints that answered 410 Gone: nothing more is sent to them until the
     /// workflow's URL changes (reload) or the daemon restarts.
     gone: Mutex<HashSet<String>>,
@@ -120,6 +123,7 @@ impl Worker {
         Ok(Worker {
             inner: Arc::new(Inner {
                 recorder: Recorder::start(store.clone()),
+                slot_freed: Notify::new(),
                 store,
                 http,
                 recordings,
@@ -149,6 +153,7 @@ impl Worker {
             };
             tokio::select! {
                 _ = self.wake.notified() => {}
+                _ = self.inner.slot_freed.notified() => {}
                 Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
                 _ = tokio::time::sleep(sleep) => {}
                 _ = shutdown.wait() => {}
@@ -251,15 +256,12 @@ impl Inner {
             let inner = self.clone();
             tasks.spawn(async move {
                 let id = row.id;
-                if let Err(e) = inner.deliver(row, target).await {
+                if let Err(e) = inner.deliver(row, target, &endpoint).await {
                     tracing::error!(outbox_id = id, error = %e, "could not record a delivery attempt; it will be retried");
                 }
                 let mut in_flight = inner.in_flight.lock().expect("in-flight lock");
                 in_flight.ids.remove(&id);
                 in_flight.finished.insert(id);
-                if let Some(n) = in_flight.per_endpoint.get_mut(&endpoint) {
-                    *n = n.saturating_sub(1);
-                }
             });
         }
         Ok(())
@@ -278,7 +280,15 @@ impl Inner {
         sleep
     }
 
-    async fn deliver(&self, mut row: OutboxRow, target: Option<Target>) -> Result<(), RecordError> {
+    /// Sends one row and records the outcome. The endpoint's slot is given back as soon
+    /// as the request is over, so the next request overlaps this one's commit; the row
+    /// itself stays in flight until its outcome is durable.
+    async fn deliver(
+        &self,
+        mut row: OutboxRow,
+        target: Option<Target>,
+        slot: &str,
+    ) -> Result<(), RecordError> {
         let attempted_at = now_ms();
         let started = Instant::now();
         let is_hook = row.event_type == HOOK_EVENT;
@@ -299,6 +309,7 @@ impl Inner {
             },
         };
         let latency_ms = started.elapsed().as_millis() as i64;
+        self.release_slot(slot);
         let endpoint = target.map(|t| t.url).unwrap_or_default();
         let failures = row.attempts as usize + 1;
 
@@ -426,6 +437,19 @@ impl Inner {
                 AttemptOutcome::Dead
             }
         })
+    }
+
+    fn release_slot(&self, endpoint: &str) {
+        if let Some(n) = self
+            .in_flight
+            .lock()
+            .expect("in-flight lock")
+            .per_endpoint
+            .get_mut(endpoint)
+        {
+            *n = n.saturating_sub(1);
+        }
+        self.slot_freed.notify_one();
     }
 
     fn endpoint_succeeded(&self, endpoint: &str) {
