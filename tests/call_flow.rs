@@ -203,9 +203,9 @@ async fn egress_ended_before_room_finished_still_arrives_after_call_ended() {
     );
 }
 
-#[tokio::test]
-async fn failed_egress_is_finalized_with_a_null_url_and_its_status() {
-    let moto = s3_with_recording().await;
+/// A whole call against a daemon using `moto`, its egress ending with `status` and the
+/// recording at `KEY`; returns the daemon and the `call_finalized` body that arrived.
+async fn finalized_with(moto: &Moto, status: &str) -> (Daemon, String) {
     let mut receiver = Receiver::start().await;
     let config = TestConfig::new(&receiver.url("/hooks/voicekit")).with_s3(&moto.endpoint());
     let daemon = Daemon::start(&config.toml()).await;
@@ -213,15 +213,19 @@ async fn failed_egress_is_finalized_with_a_null_url_and_its_status() {
         post(&daemon, &body).await;
     }
     let location = format!("{}/{BUCKET}/{KEY}", moto.endpoint());
-    post(
-        &daemon,
-        &egress_ended("EGRESS_FAILED", Some(&file(&location))),
-    )
-    .await;
-    receiver.next(WAIT).await;
-    receiver.next(WAIT).await;
+    post(&daemon, &egress_ended(status, Some(&file(&location)))).await;
+    assert_eq!(receiver.next(WAIT).await.text(), CALL_STARTED);
+    assert_eq!(receiver.next(WAIT).await.text(), CALL_ENDED);
+    let finalized = receiver.next(WAIT).await.text();
+    (daemon, finalized)
+}
+
+#[tokio::test]
+async fn failed_egress_is_finalized_with_a_null_url_and_its_status() {
+    let moto = s3_with_recording().await;
+    let (_daemon, finalized) = finalized_with(&moto, "EGRESS_FAILED").await;
     assert_eq!(
-        receiver.next(WAIT).await.text(),
+        finalized,
         call_finalized("null", "EGRESS_FAILED", &RECORDING.len().to_string())
     );
 }
@@ -230,22 +234,9 @@ async fn failed_egress_is_finalized_with_a_null_url_and_its_status() {
 async fn recording_missing_from_s3_is_finalized_with_a_null_url() {
     let moto = Moto::start().await;
     moto.create_bucket(BUCKET).await;
-    let mut receiver = Receiver::start().await;
-    let config = TestConfig::new(&receiver.url("/hooks/voicekit")).with_s3(&moto.endpoint());
-    let daemon = Daemon::start(&config.toml()).await;
-    for body in call_until_finished() {
-        post(&daemon, &body).await;
-    }
-    let location = format!("{}/{BUCKET}/{KEY}", moto.endpoint());
-    post(
-        &daemon,
-        &egress_ended("EGRESS_COMPLETE", Some(&file(&location))),
-    )
-    .await;
-    receiver.next(WAIT).await;
-    receiver.next(WAIT).await;
+    let (daemon, finalized) = finalized_with(&moto, "EGRESS_COMPLETE").await;
     assert_eq!(
-        receiver.next(WAIT).await.text(),
+        finalized,
         call_finalized("null", "EGRESS_COMPLETE", &RECORDING.len().to_string())
     );
     daemon

@@ -41,18 +41,6 @@ async fn start_with(tweak: impl FnOnce(&mut TestConfig)) -> (Daemon, Receiver) {
     (daemon, receiver)
 }
 
-/// A fresh instance of a room the first workflow's `room_pattern` claims.
-fn mapped_room() -> Room {
-    let sid = lk::new_event_id().replacen("EV_", "RM_", 1);
-    Room::new(&sid, "VOICEKIT_workflow_abc12345_8453", 1_761_234_567_123)
-}
-
-/// The agent joining `room`: on a mapped room this alone causes `call_started`.
-fn agent_joined(room: &Room) -> String {
-    let agent = Participant::agent("PA_agent", "agent-1", 1_761_234_569_000);
-    lk::participant_joined(room, &agent, 1_761_234_569)
-}
-
 /// The response body as JSON; panics showing it if it is not JSON.
 fn json_body(body: &str) -> Value {
     serde_json::from_str(body).unwrap_or_else(|e| panic!("answer is not JSON ({e}): {body:?}"))
@@ -193,7 +181,7 @@ async fn post_chunked(daemon: &Daemon, token: &str, body: &[u8]) -> (u16, String
 #[tokio::test]
 async fn missing_authorization_is_401_unauthorized_logged_as_missing_token_and_not_delivered() {
     let (daemon, mut receiver) = start().await;
-    let body = agent_joined(&mapped_room());
+    let body = lk::agent_joined(&lk::mapped_room());
 
     assert_unauthorized(daemon.post_webhook(&body, None).await);
 
@@ -204,7 +192,7 @@ async fn missing_authorization_is_401_unauthorized_logged_as_missing_token_and_n
 #[tokio::test]
 async fn token_signed_with_the_wrong_secret_is_401_logged_as_bad_signature_and_not_delivered() {
     let (daemon, mut receiver) = start().await;
-    let body = agent_joined(&mapped_room());
+    let body = lk::agent_joined(&lk::mapped_room());
 
     let wrong = "not-the-secret-0123456789abcdef0123456789";
     assert_unauthorized(daemon.post_signed(&body, API_KEY, wrong).await);
@@ -216,7 +204,7 @@ async fn token_signed_with_the_wrong_secret_is_401_logged_as_bad_signature_and_n
 #[tokio::test]
 async fn token_of_an_unknown_api_key_is_401_logged_as_unknown_key_and_not_delivered() {
     let (daemon, mut receiver) = start().await;
-    let body = agent_joined(&mapped_room());
+    let body = lk::agent_joined(&lk::mapped_room());
 
     assert_unauthorized(
         daemon
@@ -231,7 +219,7 @@ async fn token_of_an_unknown_api_key_is_401_logged_as_unknown_key_and_not_delive
 #[tokio::test]
 async fn expired_token_is_401_logged_as_expired_and_not_delivered() {
     let (daemon, mut receiver) = start().await;
-    let body = agent_joined(&mapped_room());
+    let body = lk::agent_joined(&lk::mapped_room());
 
     let token = signer::expired_token(API_KEY, API_SECRET, body.as_bytes());
     assert_unauthorized(daemon.post_webhook(&body, Some(&token)).await);
@@ -243,8 +231,8 @@ async fn expired_token_is_401_logged_as_expired_and_not_delivered() {
 #[tokio::test]
 async fn body_tampered_after_signing_is_401_logged_as_hash_mismatch_and_not_delivered() {
     let (daemon, mut receiver) = start().await;
-    let signed = agent_joined(&mapped_room());
-    let posted = agent_joined(&mapped_room());
+    let signed = lk::agent_joined(&lk::mapped_room());
+    let posted = lk::agent_joined(&lk::mapped_room());
     assert_ne!(signed, posted);
 
     let token = signer::sign(API_KEY, API_SECRET, signed.as_bytes());
@@ -258,7 +246,7 @@ async fn body_tampered_after_signing_is_401_logged_as_hash_mismatch_and_not_deli
 async fn token_whose_sha256_claim_is_for_other_bytes_is_401_logged_as_hash_mismatch_and_not_delivered()
  {
     let (daemon, mut receiver) = start().await;
-    let body = agent_joined(&mapped_room());
+    let body = lk::agent_joined(&lk::mapped_room());
 
     let other = signer::body_sha256(b"some other bytes entirely");
     let token = signer::sign_with_sha256(API_KEY, API_SECRET, &other, signer::TTL);
@@ -273,7 +261,7 @@ async fn token_whose_sha256_claim_is_for_other_bytes_is_401_logged_as_hash_misma
 #[tokio::test]
 async fn bearer_prefixed_token_is_accepted_and_delivers_call_started() {
     let (daemon, mut receiver) = start().await;
-    let body = agent_joined(&mapped_room());
+    let body = lk::agent_joined(&lk::mapped_room());
 
     let token = signer::sign(API_KEY, API_SECRET, body.as_bytes());
     let answer = daemon
@@ -291,7 +279,7 @@ async fn bearer_prefixed_token_is_accepted_and_delivers_call_started() {
 #[tokio::test]
 async fn token_of_the_second_configured_key_is_accepted_and_delivers_call_started() {
     let (daemon, mut receiver) = start().await;
-    let body = agent_joined(&mapped_room());
+    let body = lk::agent_joined(&lk::mapped_room());
 
     let answer = daemon.post_signed(&body, OLD_API_KEY, OLD_API_SECRET).await;
 
@@ -324,7 +312,7 @@ async fn malformed_json_signed_correctly_is_400_with_a_json_error_and_not_delive
 #[tokio::test]
 async fn json_without_an_event_field_is_400_with_a_json_error_and_not_delivered() {
     let (daemon, mut receiver) = start().await;
-    let room = mapped_room();
+    let room = lk::mapped_room();
     let body = format!(
         r#"{{"room":{{"sid":"{}","name":"{}"}},"id":"{}","createdAt":"1761234569"}}"#,
         room.sid,
@@ -349,8 +337,8 @@ async fn json_without_an_event_field_is_400_with_a_json_error_and_not_delivered(
 /// byte limit; under a larger limit it would cause `call_started`.
 fn oversized_agent_joined() -> String {
     let metadata = json!({ "workflow_slug": WORKFLOW_SLUG, "pad": "x".repeat(4000) });
-    let room = mapped_room().with_metadata(&metadata.to_string());
-    let body = agent_joined(&room);
+    let room = lk::mapped_room().with_metadata(&metadata.to_string());
+    let body = lk::agent_joined(&room);
     assert!((4000..6000).contains(&body.len()), "{} bytes", body.len());
     body
 }
@@ -385,7 +373,7 @@ async fn chunked_body_over_max_body_bytes_without_content_length_is_413_and_not_
 #[tokio::test]
 async fn chunked_body_under_max_body_bytes_is_accepted_and_delivers_call_started() {
     let (daemon, mut receiver) = start_with(|c| c.max_body_bytes = 2048).await;
-    let body = agent_joined(&mapped_room());
+    let body = lk::agent_joined(&lk::mapped_room());
     assert!(
         body.len() < 2048 && body.len() > 2 * CHUNK,
         "{} bytes",
@@ -421,7 +409,7 @@ async fn unknown_event_type_is_200_ignored_and_not_delivered() {
 #[tokio::test]
 async fn unknown_event_type_about_a_mapped_room_is_200_and_not_delivered() {
     let (daemon, mut receiver) = start().await;
-    let room = mapped_room();
+    let room = lk::mapped_room();
     let body = lk::room_started(&room, 1_761_234_567).replacen(
         r#"{"event":"room_started","#,
         r#"{"event":"something_new","#,
@@ -443,7 +431,7 @@ async fn unknown_event_type_about_a_mapped_room_is_200_and_not_delivered() {
 #[tokio::test]
 async fn participant_of_an_unknown_kind_with_unknown_fields_is_200_accepted_and_not_delivered() {
     let (daemon, mut receiver) = start().await;
-    let room = mapped_room();
+    let room = lk::mapped_room();
     let hologram = Participant::agent("PA_holo", "holo-1", 1_761_234_569_000);
     let body = lk::participant_joined(&room, &hologram, 1_761_234_569)
         .replacen(r#""kind":"AGENT""#, r#""kind":"HOLOGRAM""#, 1)
@@ -464,8 +452,8 @@ async fn participant_of_an_unknown_kind_with_unknown_fields_is_200_accepted_and_
 #[tokio::test]
 async fn agent_join_with_unknown_fields_and_enum_values_is_200_and_delivers_call_started() {
     let (daemon, mut receiver) = start().await;
-    let room = mapped_room();
-    let body = agent_joined(&room)
+    let room = lk::mapped_room();
+    let body = lk::agent_joined(&room)
         .replacen(
             r#"{"event":"participant_joined","#,
             r#"{"event":"participant_joined","futureTopLevel":{"nested":[1,"two",null]},"#,
@@ -520,7 +508,7 @@ async fn room_mapping_to_no_workflow_is_200_ignored_for_a_whole_call_and_nothing
 #[tokio::test]
 async fn same_event_id_twice_is_200_then_200_duplicate_and_call_started_delivered_once() {
     let (daemon, mut receiver) = start().await;
-    let body = lk::with_id(&agent_joined(&mapped_room()), "EV_dupl1cate0001");
+    let body = lk::with_id(&lk::agent_joined(&lk::mapped_room()), "EV_dupl1cate0001");
 
     let first = daemon.post_signed(&body, API_KEY, API_SECRET).await;
     let second = daemon.post_signed(&body, API_KEY, API_SECRET).await;
@@ -538,7 +526,7 @@ async fn same_event_id_twice_is_200_then_200_duplicate_and_call_started_delivere
 #[tokio::test]
 async fn body_with_gos_extra_spaces_after_commas_is_accepted_and_delivers_call_started() {
     let (daemon, mut receiver) = start().await;
-    let body = lk::with_extra_spaces(&agent_joined(&mapped_room()));
+    let body = lk::with_extra_spaces(&lk::agent_joined(&lk::mapped_room()));
     assert!(body.contains(", \""), "{body}");
 
     let answer = daemon.post_signed(&body, API_KEY, API_SECRET).await;

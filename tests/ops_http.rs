@@ -9,20 +9,10 @@ mod support;
 use std::time::Duration;
 
 use support::config::{API_KEY, API_SECRET};
-use support::lk::{self, Participant, Room};
+use support::lk::{self, Room};
 use support::{Daemon, Receiver, TestConfig, poll};
 
 const WAIT: Duration = Duration::from_secs(15);
-
-fn mapped_room() -> Room {
-    let sid = lk::new_event_id().replacen("EV_", "RM_", 1);
-    Room::new(&sid, "VOICEKIT_workflow_abc12345_8453", 1_761_234_567_123)
-}
-
-fn agent_joined(room: &Room) -> String {
-    let agent = Participant::agent("PA_agent", "agent-1", 1_761_234_569_000);
-    lk::participant_joined(room, &agent, 1_761_234_569)
-}
 
 /// The value of exactly `series` (name and labels as printed) in a scrape, if present.
 fn value(text: &str, series: &str) -> Option<f64> {
@@ -76,15 +66,18 @@ async fn metrics_count_webhooks_by_event_and_result_and_rejections_by_reason() {
     let before = scrape(&daemon).await;
     assert_eq!(value(&before, rejected), Some(0.0), "{before}");
 
-    let room = mapped_room();
+    let room = lk::mapped_room();
     let started = lk::room_started(&room, 1_761_234_567);
     assert_eq!(post(&daemon, &started, API_SECRET).await, 200);
     assert_eq!(post(&daemon, &started, API_SECRET).await, 200); // the same id again
-    assert_eq!(post(&daemon, &agent_joined(&room), API_SECRET).await, 200);
+    assert_eq!(
+        post(&daemon, &lk::agent_joined(&room), API_SECRET).await,
+        200
+    );
     let elsewhere = Room::new("RM_unmapped1", "not-a-voicekit-room", 1_761_234_567_123);
     let ignored = lk::room_started(&elsewhere, 1_761_234_567);
     assert_eq!(post(&daemon, &ignored, API_SECRET).await, 200);
-    let forged = lk::room_started(&mapped_room(), 1_761_234_567);
+    let forged = lk::room_started(&lk::mapped_room(), 1_761_234_567);
     assert_eq!(
         post(&daemon, &forged, "not-the-secret-but-long-enough").await,
         401
@@ -161,9 +154,12 @@ async fn metrics_show_calls_by_state_and_the_outbox_backlog() {
         Some(0.0)
     );
 
-    let room = mapped_room();
-    assert_eq!(post(&daemon, &agent_joined(&room), API_SECRET).await, 200);
-    let other = mapped_room();
+    let room = lk::mapped_room();
+    assert_eq!(
+        post(&daemon, &lk::agent_joined(&room), API_SECRET).await,
+        200
+    );
+    let other = lk::mapped_room();
     assert_eq!(
         post(
             &daemon,

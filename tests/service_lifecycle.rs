@@ -12,7 +12,7 @@ mod support;
 use std::time::Duration;
 
 use support::config::{API_KEY, API_SECRET};
-use support::lk::{self, Participant, Room};
+use support::lk;
 use support::{Daemon, Receiver, Reply, TestConfig, poll, signer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixDatagram;
@@ -21,18 +21,6 @@ use tokio::net::UnixDatagram;
 const WAIT: Duration = Duration::from_secs(15);
 /// How long the daemon may take to exit after SIGTERM (the unit's TimeoutStopSec).
 const STOP: Duration = Duration::from_secs(30);
-
-/// A fresh instance of a room the first workflow's `room_pattern` claims.
-fn mapped_room() -> Room {
-    let sid = lk::new_event_id().replacen("EV_", "RM_", 1);
-    Room::new(&sid, "VOICEKIT_workflow_abc12345_8453", 1_761_234_567_123)
-}
-
-/// The agent joining a fresh mapped room: on its own this causes `call_started`.
-fn agent_joined() -> String {
-    let agent = Participant::agent("PA_agent", "agent-1", 1_761_234_569_000);
-    lk::participant_joined(&mapped_room(), &agent, 1_761_234_569)
-}
 
 async fn post_ok(daemon: &Daemon, body: &str) {
     let (status, text) = daemon.post_signed(body, API_KEY, API_SECRET).await;
@@ -128,7 +116,7 @@ async fn notify_socket_gets_ready_then_watchdog_pings_then_stopping() {
 async fn sigterm_finishes_an_in_flight_request_and_exits_zero() {
     let receiver = Receiver::start().await;
     let mut daemon = Daemon::start(&TestConfig::new(&receiver.url("/hook")).toml()).await;
-    let body = agent_joined();
+    let body = lk::agent_joined(&lk::mapped_room());
     let token = signer::sign(API_KEY, API_SECRET, body.as_bytes());
 
     // Headers first, asking to continue: the 100 proves the handler is reading the body.
@@ -184,7 +172,7 @@ async fn sigterm_lets_an_in_flight_delivery_finish_and_exits_zero() {
         Receiver::start_scripted(vec![Reply::status(200).delay(Duration::from_secs(2))]).await;
     let config = TestConfig::new(&receiver.url("/hook")).toml();
     let mut daemon = Daemon::start_in(dir.path(), &config).await;
-    post_ok(&daemon, &agent_joined()).await;
+    post_ok(&daemon, &lk::agent_joined(&lk::mapped_room())).await;
     let first = receiver.next(WAIT).await;
     assert_eq!(first.json()["event"], "call_started");
 
@@ -214,7 +202,7 @@ async fn sighup_swaps_the_workflow_endpoint_and_a_bad_file_keeps_the_old_one() {
     let mut two = Receiver::start().await;
     let daemon = Daemon::start(&TestConfig::new(&one.url("/hook")).toml()).await;
 
-    post_ok(&daemon, &agent_joined()).await;
+    post_ok(&daemon, &lk::agent_joined(&lk::mapped_room())).await;
     assert_eq!(one.next(WAIT).await.json()["event"], "call_started");
 
     std::fs::write(
@@ -231,7 +219,7 @@ async fn sighup_swaps_the_workflow_endpoint_and_a_bad_file_keeps_the_old_one() {
         .expect("reload line");
     assert!(line.contains("workflows=2"), "{line}");
 
-    post_ok(&daemon, &agent_joined()).await;
+    post_ok(&daemon, &lk::agent_joined(&lk::mapped_room())).await;
     assert_eq!(two.next(WAIT).await.json()["event"], "call_started");
 
     // A file that does not parse is refused, saying why, and the workflows stay.
@@ -264,7 +252,7 @@ async fn sighup_swaps_the_workflow_endpoint_and_a_bad_file_keeps_the_old_one() {
         daemon.stderr_text()
     );
 
-    post_ok(&daemon, &agent_joined()).await;
+    post_ok(&daemon, &lk::agent_joined(&lk::mapped_room())).await;
     assert_eq!(two.next(WAIT).await.json()["event"], "call_started");
     one.expect_nothing(Duration::from_millis(300)).await;
 }
@@ -280,7 +268,7 @@ async fn sighup_during_a_burst_of_webhooks_drops_none() {
     for _ in 0..BURST {
         let http = daemon.http().clone();
         let url = daemon.webhook_url();
-        let body = agent_joined();
+        let body = lk::agent_joined(&lk::mapped_room());
         posts.spawn(async move {
             let token = signer::sign(API_KEY, API_SECRET, body.as_bytes());
             let response = http
@@ -317,7 +305,7 @@ async fn sighup_applies_a_new_log_level_when_rust_log_is_unset() {
         .start()
         .await;
     // "webhook accepted" is a debug line: logged before the answer, if at all.
-    post_ok(&daemon, &agent_joined()).await;
+    post_ok(&daemon, &lk::agent_joined(&lk::mapped_room())).await;
     receiver.next(WAIT).await;
     assert!(!daemon.stderr_text().contains("webhook accepted"));
 
@@ -327,7 +315,7 @@ async fn sighup_applies_a_new_log_level_when_rust_log_is_unset() {
     )
     .expect("rewrite the config");
     reload(&daemon, "configuration reloaded").await;
-    post_ok(&daemon, &agent_joined()).await;
+    post_ok(&daemon, &lk::agent_joined(&lk::mapped_room())).await;
     daemon.wait_for_stderr("webhook accepted", WAIT).await;
 }
 
@@ -354,7 +342,7 @@ async fn livekit_secret_file_may_name_the_systemd_credentials_directory() {
         )
         .start()
         .await;
-    post_ok(&daemon, &agent_joined()).await;
+    post_ok(&daemon, &lk::agent_joined(&lk::mapped_room())).await;
     assert_eq!(receiver.next(WAIT).await.json()["event"], "call_started");
 }
 
@@ -363,10 +351,14 @@ async fn json_log_format_writes_one_object_per_line_and_no_secret() {
     let mut receiver = Receiver::start().await;
     let base = TestConfig::new(&receiver.url("/hook")).toml();
     let mut daemon = Daemon::start(&format!("{base}\n[log]\nformat = \"json\"\n")).await;
-    post_ok(&daemon, &agent_joined()).await;
+    post_ok(&daemon, &lk::agent_joined(&lk::mapped_room())).await;
     receiver.next(WAIT).await;
     let (status, _) = daemon
-        .post_signed(&agent_joined(), API_KEY, "not-the-secret-but-long-enough")
+        .post_signed(
+            &lk::agent_joined(&lk::mapped_room()),
+            API_KEY,
+            "not-the-secret-but-long-enough",
+        )
         .await;
     assert_eq!(status, 401);
     daemon
@@ -394,7 +386,7 @@ async fn json_log_format_writes_one_object_per_line_and_no_secret() {
 async fn text_log_format_is_for_people_and_has_no_secret() {
     let mut receiver = Receiver::start().await;
     let mut daemon = Daemon::start(&TestConfig::new(&receiver.url("/hook")).toml()).await;
-    post_ok(&daemon, &agent_joined()).await;
+    post_ok(&daemon, &lk::agent_joined(&lk::mapped_room())).await;
     receiver.next(WAIT).await;
     assert!(daemon.terminate(STOP).await.success());
     let stderr = daemon.stderr_text();

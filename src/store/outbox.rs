@@ -168,18 +168,8 @@ impl Store {
         Ok(())
     }
 
-    /// Records an attempt and moves the row on: delivered, retried at `retry_at`, or
-    /// failed when `retry_at` is `None`.
-    pub async fn finish_attempt(
-        &self,
-        attempt: &Attempt,
-        outcome: AttemptOutcome,
-    ) -> Result<(), StoreError> {
-        self.finish_attempts(&[(attempt.clone(), outcome)]).await
-    }
-
-    /// [`Store::finish_attempt`] for many attempts in one transaction: one fsync for
-    /// a whole batch of finished deliveries.
+    /// Records attempts and moves each row on (delivered, retried at its time, or
+    /// failed), all in one transaction: one fsync for a whole batch of finished deliveries.
     pub async fn finish_attempts(
         &self,
         attempts: &[(Attempt, AttemptOutcome)],
