@@ -117,7 +117,7 @@ struct RawKey {
     api_secret_file: Option<PathBuf>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StoreConfig {
     pub url: String,
@@ -126,6 +126,20 @@ pub struct StoreConfig {
     pub retention_days: f64,
     /// How often pruning runs.
     pub prune_interval_secs: f64,
+    /// Connections in the pool (PostgreSQL; SQLite uses a few of its own).
+    pub max_connections: u32,
+}
+
+/// The URL may carry a PostgreSQL password: debug prints show it as `***`.
+impl fmt::Debug for StoreConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StoreConfig")
+            .field("url", &crate::store::redact_url(&self.url))
+            .field("retention_days", &self.retention_days)
+            .field("prune_interval_secs", &self.prune_interval_secs)
+            .field("max_connections", &self.max_connections)
+            .finish()
+    }
 }
 
 impl Default for StoreConfig {
@@ -134,6 +148,7 @@ impl Default for StoreConfig {
             url: "sqlite://voicekit-bridge.db".into(),
             retention_days: 30.0,
             prune_interval_secs: 3600.0,
+            max_connections: 8,
         }
     }
 }
@@ -195,6 +210,9 @@ pub struct DeliveryConfig {
     pub breaker_max_open_secs: f64,
     /// Timeout of the synchronous `call_started_hook` request.
     pub hook_timeout_secs: f64,
+    /// On a shared (PostgreSQL) store, how long an instance's claim on a delivery lasts:
+    /// if the instance dies mid-delivery, another one sends the event after this.
+    pub claim_lease_secs: f64,
 }
 
 impl Default for DeliveryConfig {
@@ -209,6 +227,7 @@ impl Default for DeliveryConfig {
             breaker_open_secs: 30.0,
             breaker_max_open_secs: 600.0,
             hook_timeout_secs: 10.0,
+            claim_lease_secs: 60.0,
         }
     }
 }
@@ -216,6 +235,10 @@ impl Default for DeliveryConfig {
 impl DeliveryConfig {
     pub fn timeout(&self) -> Duration {
         Duration::from_secs_f64(self.timeout_secs)
+    }
+
+    pub fn claim_lease(&self) -> Duration {
+        Duration::from_secs_f64(self.claim_lease_secs)
     }
 }
 
@@ -479,10 +502,20 @@ impl RawConfig {
 
         let livekit = self.livekit.validate(env)?;
 
-        if !self.store.url.starts_with("sqlite:") {
+        let url = &self.store.url;
+        if !["sqlite:", "postgres://", "postgresql://"]
+            .iter()
+            .any(|scheme| url.starts_with(scheme))
+        {
             return Err(invalid(
                 "store.url",
-                "only sqlite://PATH is supported by this version",
+                "must be sqlite://PATH or postgres://USER@HOST:PORT/DATABASE",
+            ));
+        }
+        if !(1..=256).contains(&self.store.max_connections) {
+            return Err(invalid(
+                "store.max_connections",
+                "must be between 1 and 256",
             ));
         }
 
@@ -534,6 +567,15 @@ impl RawConfig {
             return Err(invalid(
                 "delivery.retry_schedule_secs",
                 "each delay must be between 0 and 604800 seconds",
+            ));
+        }
+        // The lease must outlast the longest attempt, or a slow but live delivery
+        // would be taken over and sent twice.
+        let longest = d.timeout_secs.max(d.hook_timeout_secs);
+        if !(d.claim_lease_secs >= 1.0 && d.claim_lease_secs > longest) {
+            return Err(invalid(
+                "delivery.claim_lease_secs",
+                "must be at least 1 and longer than timeout_secs and hook_timeout_secs",
             ));
         }
         if d.concurrency == 0 {
@@ -791,6 +833,29 @@ room_pattern = '^VOICEKIT_workflow_(?P<call_slug>[A-Za-z0-9]+)_\d+$'
         assert!(c.recordings.verify_object);
         assert_eq!(c.delivery.timeout(), Duration::from_secs(10));
         assert_eq!(c.livekit.keys[0].key, "devkey");
+    }
+
+    #[test]
+    fn store_takes_sqlite_or_postgres_and_the_lease_must_outlast_an_attempt() {
+        let with = |extra: &str| format!("{extra}\n{MINIMAL}");
+        let pg = with("[store]\nurl = \"postgres://bridge@db:5432/vk\"\nmax_connections = 16");
+        let c = Config::parse(&pg, &no_env()).unwrap();
+        assert_eq!(c.store.max_connections, 16);
+        assert_eq!(c.delivery.claim_lease(), Duration::from_secs(60));
+        let secret = with("[store]\nurl = \"postgres://bridge:hunter2@db/vk\"");
+        let debug = format!("{:?}", Config::parse(&secret, &no_env()).unwrap());
+        assert!(
+            !debug.contains("hunter2") && debug.contains("bridge:***@db"),
+            "{debug}"
+        );
+        let e = err(&with("[store]\nurl = \"mysql://db/vk\""));
+        assert!(e.contains("store.url") && e.contains("postgres://"), "{e}");
+        let e = err(&with("[store]\nmax_connections = 0"));
+        assert!(e.contains("store.max_connections"), "{e}");
+        let e = err(&with(
+            "[delivery]\ntimeout_secs = 30\nclaim_lease_secs = 20",
+        ));
+        assert!(e.contains("delivery.claim_lease_secs"), "{e}");
     }
 
     #[test]

@@ -138,10 +138,14 @@ impl Writer {
     /// final call states written with one each.
     async fn apply(&self, tx: &mut Tx, batch: &[Command]) -> Result<Vec<Accepted>, StoreError> {
         let keys: Vec<&str> = batch.iter().map(|c| c.dedupe_key.as_str()).collect();
-        let mut seen = store::seen_events(tx, &keys).await?;
         let mut rooms: Vec<&str> = batch.iter().filter_map(|c| c.event.room_sid()).collect();
         rooms.sort_unstable();
         rooms.dedup();
+        // Another bridge may hold events of these rooms, or these very events: wait for
+        // it, then read what it committed.
+        let locked: Vec<&str> = keys.iter().chain(&rooms).copied().collect();
+        store::lock_for_ingest(tx, &locked).await?;
+        let mut seen = store::seen_events(tx, &keys).await?;
         let mut calls: HashMap<String, CallState> = store::calls_by_rooms(tx, &rooms)
             .await?
             .into_iter()
@@ -346,9 +350,12 @@ mod tests {
 
     async fn writer() -> (Writer, tempfile::TempDir) {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&format!("sqlite://{}", dir.path().join("t.db").display()))
-            .await
-            .unwrap();
+        let store = Store::open(
+            &format!("sqlite://{}", dir.path().join("t.db").display()),
+            4,
+        )
+        .await
+        .unwrap();
         let workflow = Workflow {
             id: 456,
             slug: "support".into(),
@@ -438,7 +445,7 @@ mod tests {
              UNION ALL SELECT json_array(call_id, seq, event_type, workflow_id, payload, recording)
                        FROM (SELECT * FROM outbox ORDER BY id)",
         )
-        .fetch_all(w.store.pool())
+        .fetch_all(w.store.sqlite())
         .await
         .unwrap();
         rows.into_iter().map(|(r,)| r).collect()
@@ -484,7 +491,7 @@ mod tests {
         let again = batched.commit(&batch).await.unwrap();
         assert!(again.iter().all(|a| *a == Duplicate));
         let kinds: Vec<(String,)> = sqlx::query_as("SELECT event_type FROM outbox ORDER BY id")
-            .fetch_all(batched.store.pool())
+            .fetch_all(batched.store.sqlite())
             .await
             .unwrap();
         assert_eq!(kinds, [("call_started".into(),), ("call_ended".into(),)]);

@@ -72,9 +72,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 pub async fn run_with(config: Config, options: RunOptions) -> anyhow::Result<()> {
     // Before anything slow: until a handler is installed, SIGTERM and SIGHUP kill.
     let signals = Signals::install().context("installing signal handlers")?;
-    let store = Store::open(&config.store.url)
+    let store = Store::open(&config.store.url, config.store.max_connections)
         .await
-        .with_context(|| format!("opening the store at {}", config.store.url))?;
+        .with_context(|| {
+            let url = store::redact_url(&config.store.url);
+            format!("opening the store at {url}")
+        })?;
     let workflows: SharedWorkflows =
         Arc::new(arc_swap::ArcSwap::from_pointee(config.workflows.clone()));
     let reloader = options.config_path.map(|path| {
@@ -215,7 +218,7 @@ pub async fn run_with(config: Config, options: RunOptions) -> anyhow::Result<()>
         ),
     }
     // Closes the SQLite connections cleanly (and checkpoints the WAL) before the exit.
-    let _ = tokio::time::timeout(Duration::from_secs(2), ops_store.pool().close()).await;
+    let _ = tokio::time::timeout(Duration::from_secs(2), ops_store.close()).await;
     Ok(())
 }
 

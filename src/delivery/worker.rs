@@ -44,6 +44,9 @@ const RESPONSE_SNIPPET: usize = 4096;
 /// finished deliveries.
 const IDLE_POLL: Duration = Duration::from_secs(30);
 
+/// Longest idle sleep on a shared (PostgreSQL) store.
+const SHARED_POLL: Duration = Duration::from_secs(1);
+
 pub struct Worker {
     inner: Arc<Inner>,
     wake: Arc<Notify>,
@@ -223,8 +226,9 @@ impl Inner {
             );
         }
         rows.sort_by_key(|r| (r.next_attempt_at, r.id));
+        let mut chosen = Vec::new();
         for row in rows {
-            if tasks.len() >= capacity {
+            if tasks.len() + chosen.len() >= capacity {
                 break;
             }
             let target = target(&workflows, &row, &self.config);
@@ -253,6 +257,29 @@ impl Inner {
                 in_flight.ids.insert(row.id);
                 *in_flight.per_endpoint.entry(endpoint.clone()).or_insert(0) += 1;
             }
+            chosen.push((row, target, endpoint));
+        }
+        if chosen.is_empty() {
+            return Ok(());
+        }
+        // On a shared store another bridge may have read the same rows: only those this
+        // one claims are sent, the rest go back.
+        let ids: Vec<i64> = chosen.iter().map(|(row, _, _)| row.id).collect();
+        let lease = self.config.claim_lease().as_millis() as i64;
+        let won = match self.store.claim(&ids, now_ms(), lease).await {
+            Ok(won) => won,
+            Err(e) => {
+                for (row, _, endpoint) in &chosen {
+                    self.unreserve(row.id, endpoint);
+                }
+                return Err(e);
+            }
+        };
+        for (row, target, endpoint) in chosen {
+            if !won.contains(&row.id) {
+                self.unreserve(row.id, &endpoint);
+                continue;
+            }
             let inner = self.clone();
             tasks.spawn(async move {
                 let id = row.id;
@@ -267,10 +294,25 @@ impl Inner {
         Ok(())
     }
 
+    /// Undoes the in-flight reservation of a row that will not be sent this round.
+    fn unreserve(&self, id: i64, endpoint: &str) {
+        let mut in_flight = self.in_flight.lock().expect("in-flight lock");
+        in_flight.ids.remove(&id);
+        if let Some(busy) = in_flight.per_endpoint.get_mut(endpoint) {
+            *busy = busy.saturating_sub(1);
+        }
+    }
+
     async fn idle_sleep(&self) -> Duration {
         let now = Instant::now();
         let paused = self.paused_workflows(&self.workflows.load(), now);
-        let mut sleep = IDLE_POLL;
+        // Other bridges on a shared store queue work this one is not woken for, and
+        // leave claims to take over when they die: look again soon.
+        let mut sleep = if self.store.is_shared() {
+            SHARED_POLL
+        } else {
+            IDLE_POLL
+        };
         if let Ok(Some(at)) = self.store.next_due_after(now_ms(), &paused).await {
             sleep = sleep.min(Duration::from_millis((at - now_ms()).max(0) as u64));
         }

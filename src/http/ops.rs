@@ -78,7 +78,7 @@ mod tests {
 
     async fn store(dir: &tempfile::TempDir) -> Store {
         let url = format!("sqlite://{}", dir.path().join("t.db").display());
-        Store::open(&url).await.unwrap()
+        Store::open(&url, 4).await.unwrap()
     }
 
     #[tokio::test]
@@ -99,7 +99,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = store(&dir).await;
         let (_trigger, shutdown) = crate::shutdown::channel();
-        store.pool().close().await;
+        store.close().await;
         let reason = readiness(&store, &shutdown).await.unwrap_err();
         assert!(reason.starts_with("store unreachable"), "{reason}");
     }
@@ -110,7 +110,7 @@ mod tests {
         let store = store(&dir).await;
         let (_trigger, shutdown) = crate::shutdown::channel();
         sqlx::query("DELETE FROM _sqlx_migrations WHERE version = 1")
-            .execute(store.pool())
+            .execute(store.sqlite())
             .await
             .unwrap();
         assert_eq!(

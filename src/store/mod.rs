@@ -4,24 +4,17 @@
 //! written in one transaction, so a crash never leaves an event half-handled. The
 //! outbox is the only queue: nothing lives in memory that a restart could lose.
 
+mod backend;
 mod observe;
 mod operator;
 mod outbox;
 mod prune;
 
-use std::{
-    collections::{HashMap, HashSet},
-    str::FromStr,
-    time::Duration,
-};
+use std::collections::{HashMap, HashSet};
 
 use serde::Serialize;
 
-use sqlx::{
-    Sqlite, SqlitePool, Transaction,
-    sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous},
-};
-
+pub use backend::{Store, Tx, redact_url};
 pub use operator::{AttemptRecord, CallDetail, CallSummary, DeliverySummary, InboundRecord};
 pub use outbox::{
     Attempt, AttemptOutcome, DeliveryStatus, HOOK_EVENT, NewDelivery, OutboxRow, enqueue,
@@ -29,6 +22,7 @@ pub use outbox::{
 pub use prune::{Pruned, keep_pruned};
 
 use crate::call::CallState;
+use backend::{on_pool, on_tx, rows_of};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -40,17 +34,6 @@ pub enum StoreError {
     Corrupt(#[from] serde_json::Error),
 }
 
-static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("src/store/migrations/sqlite");
-
-/// The embedded SQLite store.
-#[derive(Clone, Debug)]
-pub struct Store {
-    pool: SqlitePool,
-}
-
-/// One write transaction, opened `IMMEDIATE` so it never fails half-way on a lock upgrade.
-pub type Tx = Transaction<'static, Sqlite>;
-
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -58,49 +41,41 @@ pub fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-impl Store {
-    /// Opens (creating if needed) the database at `url` and runs pending migrations.
-    pub async fn open(url: &str) -> Result<Store, StoreError> {
-        let options = SqliteConnectOptions::from_str(url)?
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            // An fsync per commit: a 200 to LiveKit means the event survives power loss.
-            .synchronous(SqliteSynchronous::Full)
-            .busy_timeout(Duration::from_secs(10))
-            .foreign_keys(true);
-        let pool = SqlitePoolOptions::new()
-            .max_connections(4)
-            // A local file does not go stale like a network connection: pinging it before
-            // each use only added a round trip to every transaction.
-            .test_before_acquire(false)
-            .connect_with(options)
-            .await?;
-        MIGRATOR.run(&pool).await?;
-        Ok(Store { pool })
-    }
-
-    pub fn pool(&self) -> &SqlitePool {
-        &self.pool
-    }
-
-    pub async fn begin(&self) -> Result<Tx, StoreError> {
-        Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
-    }
-}
-
 // The ingest writer's statements. Each takes a whole batch of webhooks as one JSON
-// array parameter (`json_each`), so a batch costs the same handful of statements
-// whatever its size: with sqlx every statement is a round trip to the connection's
-// thread, and one round trip per row was what limited ingest.
+// array parameter (see `backend::rows_of`), so a batch costs the same handful of
+// statements whatever its size: every statement is a round trip, and one round trip
+// per row was what limited ingest.
+
+/// Serialises this transaction against every other one touching the same rooms or
+/// LiveKit event ids, in any bridge process: two instances handed events of one room
+/// (or the same event twice) apply them one after the other, never both from the same
+/// old state. On SQLite the `IMMEDIATE` transaction already holds the only write lock.
+pub async fn lock_for_ingest(tx: &mut Tx, keys: &[&str]) -> Result<(), StoreError> {
+    let Tx::Postgres(t) = tx else {
+        return Ok(());
+    };
+    // Always in the same order, so two batches never wait for each other in a cycle.
+    let mut locks: Vec<i64> = keys.iter().map(|k| backend::lock_key(k)).collect();
+    locks.sort_unstable();
+    locks.dedup();
+    sqlx::query("SELECT pg_advisory_xact_lock(k) FROM unnest($1::bigint[]) AS k")
+        .bind(&locks)
+        .execute(&mut **t)
+        .await?;
+    Ok(())
+}
 
 /// The ids among `event_ids` that were accepted before.
 pub async fn seen_events(tx: &mut Tx, event_ids: &[&str]) -> Result<HashSet<String>, StoreError> {
-    let rows: Vec<(String,)> = sqlx::query_as(
-        "SELECT event_id FROM inbound_events WHERE event_id IN (SELECT value FROM json_each(?))",
-    )
-    .bind(serde_json::to_string(event_ids)?)
-    .fetch_all(&mut **tx)
-    .await?;
+    let sql = format!(
+        "SELECT event_id FROM inbound_events WHERE event_id IN (SELECT j.value FROM {})",
+        backend::values_of(tx.dialect(), "$1")
+    );
+    let ids = serde_json::to_string(event_ids)?;
+    let rows: Vec<(String,)> = on_tx!(tx, c => sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(ids)
+        .fetch_all(&mut *c)
+        .await?);
     Ok(rows.into_iter().map(|(id,)| id).collect())
 }
 
@@ -119,25 +94,32 @@ pub async fn remember_events(tx: &mut Tx, events: &[SeenEvent<'_>]) -> Result<()
     if events.is_empty() {
         return Ok(());
     }
-    sqlx::query(
+    let sql = format!(
         "INSERT INTO inbound_events (event_id, event_type, room_sid, call_id, received_at)
-         SELECT value->>0, value->>1, value->>2, value->>3, ? FROM json_each(?) ORDER BY key",
-    )
-    .bind(now_ms())
-    .bind(serde_json::to_string(events)?)
-    .execute(&mut **tx)
-    .await?;
+         SELECT j.value->>0, j.value->>1, j.value->>2, CAST(j.value->>3 AS BIGINT), $1
+         FROM {} ORDER BY j.key",
+        rows_of(tx.dialect(), "$2")
+    );
+    let rows = serde_json::to_string(events)?;
+    on_tx!(tx, c => sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(now_ms())
+        .bind(rows)
+        .execute(&mut *c)
+        .await?.rows_affected());
     Ok(())
 }
 
 /// The calls of these rooms that exist.
 pub async fn calls_by_rooms(tx: &mut Tx, room_sids: &[&str]) -> Result<Vec<CallState>, StoreError> {
-    let rows: Vec<(String,)> = sqlx::query_as(
-        "SELECT state FROM calls WHERE room_sid IN (SELECT value FROM json_each(?))",
-    )
-    .bind(serde_json::to_string(room_sids)?)
-    .fetch_all(&mut **tx)
-    .await?;
+    let sql = format!(
+        "SELECT state FROM calls WHERE room_sid IN (SELECT j.value FROM {})",
+        backend::values_of(tx.dialect(), "$1")
+    );
+    let rooms = serde_json::to_string(room_sids)?;
+    let rows: Vec<(String,)> = on_tx!(tx, c => sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(rooms)
+        .fetch_all(&mut *c)
+        .await?);
     rows.into_iter()
         .map(|(s,)| serde_json::from_str(&s).map_err(StoreError::from))
         .collect()
@@ -156,19 +138,21 @@ pub async fn create_calls(
     if calls.is_empty() {
         return Ok(HashMap::new());
     }
-    let now = now_ms();
-    let rows: Vec<(i64, String)> = sqlx::query_as(
+    let sql = format!(
         "INSERT INTO calls (room_sid, room_name, workflow_id, workflow_slug, call_slug, phase,
                             state, created_at, updated_at)
-         SELECT value->>0, value->>1, value->>2, value->>3, value->>4, 'waiting', '{}', ?, ?
-         FROM json_each(?) ORDER BY key
+         SELECT j.value->>0, j.value->>1, CAST(j.value->>2 AS BIGINT), j.value->>3,
+                j.value->>4, 'waiting', '{{}}', $1, $1
+         FROM {} ORDER BY j.key
          RETURNING id, room_sid",
-    )
-    .bind(now)
-    .bind(now)
-    .bind(serde_json::to_string(calls)?)
-    .fetch_all(&mut **tx)
-    .await?;
+        rows_of(tx.dialect(), "$2")
+    );
+    let rows = serde_json::to_string(calls)?;
+    let rows: Vec<(i64, String)> = on_tx!(tx, c => sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(now_ms())
+        .bind(rows)
+        .fetch_all(&mut *c)
+        .await?);
     Ok(rows.into_iter().map(|(id, room)| (room, id)).collect())
 }
 
@@ -185,18 +169,20 @@ pub async fn enqueue_all(tx: &mut Tx, deliveries: &[NewDelivery<'_>]) -> Result<
             (id, call, seq, kind, d.workflow_id, d.payload, d.recording)
         })
         .collect();
-    let now = now_ms();
-    sqlx::query(
+    let sql = format!(
         "INSERT INTO outbox (webhook_id, call_id, seq, event_type, workflow_id, payload, recording,
                              next_attempt_at, created_at)
-         SELECT value->>0, value->>1, value->>2, value->>3, value->>4, value->>5, value->>6, ?, ?
-         FROM json_each(?) ORDER BY key",
-    )
-    .bind(now)
-    .bind(now)
-    .bind(serde_json::to_string(&rows)?)
-    .execute(&mut **tx)
-    .await?;
+         SELECT j.value->>0, CAST(j.value->>1 AS BIGINT), CAST(j.value->>2 AS BIGINT),
+                j.value->>3, CAST(j.value->>4 AS BIGINT), j.value->>5, j.value->>6, $1, $1
+         FROM {} ORDER BY j.key",
+        rows_of(tx.dialect(), "$2")
+    );
+    let rows = serde_json::to_string(&rows)?;
+    on_tx!(tx, c => sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(now_ms())
+        .bind(rows)
+        .execute(&mut *c)
+        .await?.rows_affected());
     Ok(())
 }
 
@@ -209,40 +195,43 @@ pub async fn save_calls(tx: &mut Tx, states: &[&CallState]) -> Result<(), StoreE
         .iter()
         .map(|s| Ok((s.call_id, serde_json::to_string(s)?, s.phase().as_str())))
         .collect::<Result<Vec<_>, serde_json::Error>>()?;
-    sqlx::query(
-        "UPDATE calls SET state = j.value->>1, phase = j.value->>2, updated_at = ?
-         FROM json_each(?) AS j WHERE calls.id = j.value->>0",
-    )
-    .bind(now_ms())
-    .bind(serde_json::to_string(&rows)?)
-    .execute(&mut **tx)
-    .await?;
+    let sql = format!(
+        "UPDATE calls SET state = j.value->>1, phase = j.value->>2, updated_at = $1
+         FROM {} WHERE calls.id = CAST(j.value->>0 AS BIGINT)",
+        rows_of(tx.dialect(), "$2")
+    );
+    let rows = serde_json::to_string(&rows)?;
+    on_tx!(tx, c => sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(now_ms())
+        .bind(rows)
+        .execute(&mut *c)
+        .await?.rows_affected());
     Ok(())
 }
 
 impl Store {
     /// The state of one call, for work done outside an ingest transaction.
     pub async fn call_state(&self, call_id: i64) -> Result<Option<CallState>, StoreError> {
-        let row: Option<(String,)> = sqlx::query_as("SELECT state FROM calls WHERE id = ?")
+        let row: Option<(String,)> = on_pool!(self, p => sqlx::query_as(
+            "SELECT state FROM calls WHERE id = $1")
             .bind(call_id)
-            .fetch_optional(&self.pool)
-            .await?;
+            .fetch_optional(p)
+            .await?);
         Ok(row.map(|(s,)| serde_json::from_str(&s)).transpose()?)
     }
 
     /// Keeps the runtime data a `call_started_hook` returned with its call.
     pub async fn set_runtime_data(&self, call_id: i64, data: &str) -> Result<(), StoreError> {
-        sqlx::query("UPDATE calls SET runtime_data = ?, updated_at = ? WHERE id = ?")
+        on_pool!(self, p => sqlx::query(
+            "UPDATE calls SET runtime_data = $1, updated_at = $2 WHERE id = $3")
             .bind(data)
             .bind(now_ms())
             .bind(call_id)
-            .execute(&self.pool)
-            .await?;
+            .execute(p)
+            .await?.rows_affected());
         Ok(())
     }
-}
 
-impl Store {
     /// Calls in one of `phases` that nothing has touched since `untouched_since_ms`:
     /// the candidates for repair when LiveKit lost an event.
     pub async fn stale_calls(
@@ -251,16 +240,19 @@ impl Store {
         untouched_since_ms: i64,
         limit: i64,
     ) -> Result<Vec<CallState>, StoreError> {
-        let rows: Vec<(String,)> = sqlx::query_as(
+        let sql = format!(
             "SELECT state FROM calls
-             WHERE phase IN (SELECT value FROM json_each(?)) AND updated_at < ?
-             ORDER BY updated_at LIMIT ?",
-        )
-        .bind(serde_json::to_string(phases)?)
-        .bind(untouched_since_ms)
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?;
+             WHERE phase IN (SELECT j.value FROM {}) AND updated_at < $2
+             ORDER BY updated_at LIMIT $3",
+            backend::values_of(self.dialect(), "$1")
+        );
+        let phases = serde_json::to_string(phases)?;
+        let rows: Vec<(String,)> = on_pool!(self, p => sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(phases)
+            .bind(untouched_since_ms)
+            .bind(limit)
+            .fetch_all(p)
+            .await?);
         rows.into_iter()
             .map(|(s,)| serde_json::from_str(&s).map_err(StoreError::from))
             .collect()
@@ -271,55 +263,103 @@ impl Store {
 mod tests {
     use super::*;
 
+    type OutboxColumns = (
+        i64,
+        String,
+        i64,
+        String,
+        Option<String>,
+        String,
+        i64,
+        bool,
+        bool,
+    );
+
     #[tokio::test]
     async fn enqueue_all_writes_the_rows_enqueue_writes() {
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}", dir.path().join("t.db").display());
-        let store = Store::open(&url).await.unwrap();
-        let mut tx = store.begin().await.unwrap();
-        let ids = create_calls(&mut tx, &[NewCall("RM_1", "room", 7, "wf", "slug")])
+        let (stores, _dir) = backend::test_stores().await;
+        for store in stores {
+            let mut tx = store.begin().await.unwrap();
+            let ids = create_calls(&mut tx, &[NewCall("RM_1", "room", 7, "wf", "slug")])
+                .await
+                .unwrap();
+            let delivery = |webhook_id, seq, recording| NewDelivery {
+                webhook_id,
+                call_id: ids["RM_1"],
+                seq,
+                event_type: "call_finalized",
+                workflow_id: 7,
+                payload: "{\"a\":\"\\u00e9 \\\" \u{e9}\\n\"}",
+                recording,
+            };
+            enqueue(&mut tx, &delivery("msg_one", 1, Some("{\"k\":1}")))
+                .await
+                .unwrap();
+            enqueue(&mut tx, &delivery("msg_two", 2, None))
+                .await
+                .unwrap();
+            enqueue_all(
+                &mut tx,
+                &[
+                    delivery("msg_three", 3, Some("{\"k\":1}")),
+                    delivery("msg_four", 4, None),
+                ],
+            )
             .await
             .unwrap();
-        let delivery = |webhook_id, seq, recording| NewDelivery {
-            webhook_id,
-            call_id: ids["RM_1"],
-            seq,
-            event_type: "call_finalized",
-            workflow_id: 7,
-            payload: "{\"a\":\"\\u00e9 \\\" \u{e9}\\n\"}",
-            recording,
-        };
-        enqueue(&mut tx, &delivery("msg_one", 1, Some("{\"k\":1}")))
+            tx.commit().await.unwrap();
+            let rows: Vec<OutboxColumns> = on_pool!(store, p => sqlx::query_as(
+                "SELECT call_id, event_type, workflow_id, payload, recording, status, attempts,
+                        next_attempt_at > 0, created_at > 0
+                 FROM outbox ORDER BY id",
+            )
+            .fetch_all(p)
+            .await
+            .unwrap());
+            assert_eq!(rows.len(), 4, "{:?}", store.dialect());
+            assert_eq!(rows[0], rows[2], "{:?}", store.dialect());
+            assert_eq!(rows[1], rows[3], "{:?}", store.dialect());
+            assert_eq!(rows[1].3, "{\"a\":\"\\u00e9 \\\" \u{e9}\\n\"}");
+            let seqs: Vec<(i64,)> = on_pool!(store, p => sqlx::query_as(
+                "SELECT seq FROM outbox ORDER BY id")
+                .fetch_all(p)
+                .await
+                .unwrap());
+            assert_eq!(seqs, [(1,), (2,), (3,), (4,)]);
+        }
+    }
+
+    #[tokio::test]
+    async fn ingest_batches_of_one_room_wait_for_each_other_across_instances() {
+        let (stores, _dir) = backend::test_stores().await;
+        let (a, b) = (&stores[1], stores[1].as_another_instance());
+        let mut first = a.begin().await.unwrap();
+        lock_for_ingest(&mut first, &["RM_shared", "EV_1"])
             .await
             .unwrap();
-        enqueue(&mut tx, &delivery("msg_two", 2, None))
-            .await
-            .unwrap();
-        enqueue_all(
-            &mut tx,
-            &[
-                delivery("msg_three", 3, Some("{\"k\":1}")),
-                delivery("msg_four", 4, None),
-            ],
+        // Keys in another order and one more: still no cycle, and it must wait.
+        let mut second = tokio::spawn(async move {
+            let mut tx = b.begin().await.unwrap();
+            lock_for_ingest(&mut tx, &["RM_other", "EV_1", "RM_shared"])
+                .await
+                .unwrap();
+            let seen = seen_events(&mut tx, &["EV_1"]).await.unwrap();
+            tx.commit().await.unwrap();
+            seen
+        });
+        let waited = tokio::time::timeout(std::time::Duration::from_millis(300), &mut second).await;
+        assert!(
+            waited.is_err(),
+            "the second batch did not wait for the first"
+        );
+        remember_events(
+            &mut first,
+            &[SeenEvent("EV_1", "room_started", Some("RM_shared"), None)],
         )
         .await
         .unwrap();
-        tx.commit().await.unwrap();
-        let rows: Vec<(String,)> = sqlx::query_as(
-            "SELECT json_array(call_id, event_type, workflow_id, payload, recording, status,
-                               attempts, next_attempt_at > 0, created_at > 0)
-             FROM outbox ORDER BY id",
-        )
-        .fetch_all(store.pool())
-        .await
-        .unwrap();
-        assert_eq!(rows.len(), 4);
-        assert_eq!(rows[0], rows[2]);
-        assert_eq!(rows[1], rows[3]);
-        let seqs: Vec<(i64,)> = sqlx::query_as("SELECT seq FROM outbox ORDER BY id")
-            .fetch_all(store.pool())
-            .await
-            .unwrap();
-        assert_eq!(seqs, [(1,), (2,), (3,), (4,)]);
+        first.commit().await.unwrap();
+        // It then reads what the first committed: EV_1 is a duplicate.
+        assert!(second.await.unwrap().contains("EV_1"));
     }
 }

@@ -3,7 +3,7 @@
 //! reads these at scrape time, so the numbers are the stored truth, not a count kept in
 //! memory that a restart would reset).
 
-use super::{MIGRATOR, Store, StoreError, now_ms};
+use super::{Store, StoreError, backend::on_pool, now_ms};
 use crate::metrics::StoreGauges;
 
 /// Every value `calls.phase` takes, so each is exported even when no call is in it.
@@ -12,17 +12,18 @@ const PHASES: &[&str] = &["waiting", "in_progress", "ended", "finalized"];
 impl Store {
     /// One trivial query: the database answers.
     pub async fn ping(&self) -> Result<(), StoreError> {
-        sqlx::query("SELECT 1").execute(self.pool()).await?;
+        on_pool!(self, p => sqlx::query("SELECT 1").execute(p).await?.rows_affected());
         Ok(())
     }
 
     /// How many of this binary's migrations the database has not applied successfully.
     pub async fn pending_migrations(&self) -> Result<usize, StoreError> {
-        let applied: Vec<(i64,)> =
-            sqlx::query_as("SELECT version FROM _sqlx_migrations WHERE success = TRUE")
-                .fetch_all(self.pool())
-                .await?;
-        Ok(MIGRATOR
+        let applied: Vec<(i64,)> = on_pool!(self, p => sqlx::query_as(
+            "SELECT version FROM _sqlx_migrations WHERE success = TRUE")
+            .fetch_all(p)
+            .await?);
+        Ok(self
+            .migrator()
             .iter()
             .filter(|m| !m.migration_type.is_down_migration())
             .filter(|m| !applied.iter().any(|(v,)| *v == m.version))
@@ -31,10 +32,10 @@ impl Store {
 
     /// Calls by phase and the outbox backlog, for `/metrics`.
     pub async fn gauges(&self) -> Result<StoreGauges, StoreError> {
-        let counted: Vec<(String, i64)> =
-            sqlx::query_as("SELECT phase, COUNT(*) FROM calls GROUP BY phase")
-                .fetch_all(self.pool())
-                .await?;
+        let counted: Vec<(String, i64)> = on_pool!(self, p => sqlx::query_as(
+            "SELECT phase, COUNT(*) FROM calls GROUP BY phase")
+            .fetch_all(p)
+            .await?);
         let mut calls_by_state: Vec<(String, i64)> = PHASES
             .iter()
             .map(|p| {
@@ -47,10 +48,10 @@ impl Store {
                 .into_iter()
                 .filter(|(phase, _)| !PHASES.contains(&phase.as_str())),
         );
-        let (pending, oldest): (i64, Option<i64>) =
-            sqlx::query_as("SELECT COUNT(*), MIN(created_at) FROM outbox WHERE status = 'pending'")
-                .fetch_one(self.pool())
-                .await?;
+        let (pending, oldest): (i64, Option<i64>) = on_pool!(self, p => sqlx::query_as(
+            "SELECT COUNT(*), MIN(created_at) FROM outbox WHERE status = 'pending'")
+            .fetch_one(p)
+            .await?);
         let age_ms = oldest.map_or(0, |created| (now_ms() - created).max(0));
         Ok(StoreGauges {
             calls_by_state,
@@ -66,20 +67,20 @@ mod tests {
 
     #[tokio::test]
     async fn a_fresh_store_answers_with_nothing_pending() {
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}", dir.path().join("t.db").display());
-        let store = Store::open(&url).await.unwrap();
-        store.ping().await.unwrap();
-        assert_eq!(store.pending_migrations().await.unwrap(), 0);
-        let gauges = store.gauges().await.unwrap();
-        assert_eq!(gauges.outbox_pending, 0);
-        assert_eq!(gauges.oldest_pending_age_seconds, 0.0);
-        let states: Vec<&str> = gauges
-            .calls_by_state
-            .iter()
-            .map(|(s, _)| s.as_str())
-            .collect();
-        assert_eq!(states, PHASES);
-        assert!(gauges.calls_by_state.iter().all(|(_, n)| *n == 0));
+        let (stores, _dir) = crate::store::backend::test_stores().await;
+        for store in stores {
+            store.ping().await.unwrap();
+            assert_eq!(store.pending_migrations().await.unwrap(), 0);
+            let gauges = store.gauges().await.unwrap();
+            assert_eq!(gauges.outbox_pending, 0);
+            assert_eq!(gauges.oldest_pending_age_seconds, 0.0);
+            let states: Vec<&str> = gauges
+                .calls_by_state
+                .iter()
+                .map(|(s, _)| s.as_str())
+                .collect();
+            assert_eq!(states, PHASES);
+            assert!(gauges.calls_by_state.iter().all(|(_, n)| *n == 0));
+        }
     }
 }

@@ -4,7 +4,7 @@
 use serde::Serialize;
 use sqlx::FromRow;
 
-use super::{Store, StoreError, now_ms};
+use super::{Store, StoreError, backend::on_pool, now_ms};
 
 #[derive(Debug, Clone, Serialize, FromRow)]
 pub struct CallSummary {
@@ -78,51 +78,55 @@ impl Store {
         limit: i64,
     ) -> Result<Vec<CallSummary>, StoreError> {
         let sql = format!(
-            "SELECT {CALL} FROM calls WHERE (? IS NULL OR phase = ?) ORDER BY id DESC LIMIT ?"
+            "SELECT {CALL} FROM calls WHERE ($1 IS NULL OR phase = $1) ORDER BY id DESC LIMIT $2"
         );
-        Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
-            .bind(phase)
+        Ok(on_pool!(self, p => sqlx::query_as(sqlx::AssertSqlSafe(sql))
             .bind(phase)
             .bind(limit)
-            .fetch_all(&self.pool)
-            .await?)
+            .fetch_all(p)
+            .await?))
     }
 
     pub async fn call_detail(&self, id: i64) -> Result<Option<CallDetail>, StoreError> {
-        let sql = format!("SELECT {CALL}, state, runtime_data FROM calls WHERE id = ?");
-        let Some(row) = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?
-        else {
+        use sqlx::Row;
+        let sql = format!("SELECT {CALL}, state, runtime_data FROM calls WHERE id = $1");
+        let deliveries_sql =
+            format!("SELECT {DELIVERY} FROM outbox WHERE call_id = $1 ORDER BY seq");
+        let found = on_pool!(self, p => {
+            match sqlx::query(sqlx::AssertSqlSafe(sql)).bind(id).fetch_optional(p).await? {
+                None => None,
+                Some(row) => {
+                    let call = CallSummary::from_row(&row)?;
+                    let state: String = row.try_get("state")?;
+                    let runtime: Option<String> = row.try_get("runtime_data")?;
+                    let livekit_events: Vec<InboundRecord> = sqlx::query_as(
+                        "SELECT event_id, event_type, received_at FROM inbound_events
+                         WHERE call_id = $1 ORDER BY received_at, event_id",
+                    )
+                    .bind(id)
+                    .fetch_all(p)
+                    .await?;
+                    let deliveries: Vec<DeliverySummary> =
+                        sqlx::query_as(sqlx::AssertSqlSafe(deliveries_sql))
+                            .bind(id)
+                            .fetch_all(p)
+                            .await?;
+                    let attempts: Vec<AttemptRecord> = sqlx::query_as(
+                        "SELECT a.id, a.outbox_id, a.attempted_at, a.endpoint, a.status_code,
+                                a.error, a.latency_ms, a.response_body
+                         FROM delivery_attempts a JOIN outbox o ON o.id = a.outbox_id
+                         WHERE o.call_id = $1 ORDER BY a.id",
+                    )
+                    .bind(id)
+                    .fetch_all(p)
+                    .await?;
+                    Some((call, state, runtime, livekit_events, deliveries, attempts))
+                }
+            }
+        });
+        let Some((call, state, runtime, livekit_events, deliveries, attempts)) = found else {
             return Ok(None);
         };
-        use sqlx::Row;
-        let call = CallSummary::from_row(&row)?;
-        let state: String = row.try_get("state")?;
-        let runtime: Option<String> = row.try_get("runtime_data")?;
-        let livekit_events = sqlx::query_as(
-            "SELECT event_id, event_type, received_at FROM inbound_events
-             WHERE call_id = ? ORDER BY received_at, event_id",
-        )
-        .bind(id)
-        .fetch_all(&self.pool)
-        .await?;
-        let deliveries = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "SELECT {DELIVERY} FROM outbox WHERE call_id = ? ORDER BY seq"
-        )))
-        .bind(id)
-        .fetch_all(&self.pool)
-        .await?;
-        let attempts = sqlx::query_as(
-            "SELECT a.id, a.outbox_id, a.attempted_at, a.endpoint, a.status_code, a.error,
-                    a.latency_ms, a.response_body
-             FROM delivery_attempts a JOIN outbox o ON o.id = a.outbox_id
-             WHERE o.call_id = ? ORDER BY a.id",
-        )
-        .bind(id)
-        .fetch_all(&self.pool)
-        .await?;
         Ok(Some(CallDetail {
             call,
             state: serde_json::from_str(&state)?,
@@ -141,31 +145,32 @@ impl Store {
     ) -> Result<Vec<DeliverySummary>, StoreError> {
         let sql = format!(
             "SELECT {DELIVERY} FROM outbox
-             WHERE (? IS NULL OR status = ?) AND (? IS NULL OR workflow_id = ?)
-             ORDER BY id DESC LIMIT ?"
+             WHERE ($1 IS NULL OR status = $1) AND ($2 IS NULL OR workflow_id = $2)
+             ORDER BY id DESC LIMIT $3"
         );
-        Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        Ok(on_pool!(self, p => sqlx::query_as(sqlx::AssertSqlSafe(sql))
             .bind(status)
-            .bind(status)
-            .bind(workflow_id)
             .bind(workflow_id)
             .bind(limit)
-            .fetch_all(&self.pool)
-            .await?)
+            .fetch_all(p)
+            .await?))
     }
 
     /// Puts one delivery back in line to be sent now, whatever became of it; `false`
     /// when there is no such delivery.
     pub async fn retry_now(&self, id: i64) -> Result<bool, StoreError> {
-        let done = sqlx::query(
-            "UPDATE outbox SET status = 'pending', next_attempt_at = ?, delivered_at = NULL
-             WHERE id = ?",
+        // A claim left by an instance that died is void too: the row goes now.
+        let done = on_pool!(self, p => sqlx::query(
+            "UPDATE outbox SET status = 'pending', next_attempt_at = $1, delivered_at = NULL,
+                               claimed_by = NULL, claimed_until = NULL
+             WHERE id = $2",
         )
         .bind(now_ms())
         .bind(id)
-        .execute(&self.pool)
-        .await?;
-        Ok(done.rows_affected() == 1)
+        .execute(p)
+        .await?
+        .rows_affected());
+        Ok(done == 1)
     }
 
     /// Puts every failed delivery of a workflow created in `[since, until)` back in line.
@@ -175,16 +180,17 @@ impl Store {
         since_ms: i64,
         until_ms: i64,
     ) -> Result<u64, StoreError> {
-        let done = sqlx::query(
-            "UPDATE outbox SET status = 'pending', next_attempt_at = ?
-             WHERE status = 'failed' AND workflow_id = ? AND created_at >= ? AND created_at < ?",
+        let done = on_pool!(self, p => sqlx::query(
+            "UPDATE outbox SET status = 'pending', next_attempt_at = $1
+             WHERE status = 'failed' AND workflow_id = $2 AND created_at >= $3 AND created_at < $4",
         )
         .bind(now_ms())
         .bind(workflow_id)
         .bind(since_ms)
         .bind(until_ms)
-        .execute(&self.pool)
-        .await?;
-        Ok(done.rows_affected())
+        .execute(p)
+        .await?
+        .rows_affected());
+        Ok(done)
     }
 }

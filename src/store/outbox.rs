@@ -2,7 +2,11 @@
 
 use sqlx::FromRow;
 
-use super::{Store, StoreError, Tx, now_ms};
+use super::{
+    Store, StoreError, Tx,
+    backend::{on_pool, on_tx, values_of},
+    now_ms,
+};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DeliveryStatus {
@@ -64,10 +68,10 @@ pub struct Attempt {
 
 pub async fn enqueue(tx: &mut Tx, d: &NewDelivery<'_>) -> Result<(), StoreError> {
     let now = now_ms();
-    sqlx::query(
+    on_tx!(tx, c => sqlx::query(
         "INSERT INTO outbox (webhook_id, call_id, seq, event_type, workflow_id, payload, recording,
                              next_attempt_at, created_at)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8)",
     )
     .bind(d.webhook_id)
     .bind(d.call_id)
@@ -77,9 +81,8 @@ pub async fn enqueue(tx: &mut Tx, d: &NewDelivery<'_>) -> Result<(), StoreError>
     .bind(d.payload)
     .bind(d.recording)
     .bind(now)
-    .bind(now)
-    .execute(&mut **tx)
-    .await?;
+    .execute(&mut *c)
+    .await?.rows_affected());
     Ok(())
 }
 
@@ -106,23 +109,57 @@ impl Store {
         hooks_only: bool,
         limit: i64,
     ) -> Result<Vec<OutboxRow>, StoreError> {
+        // A row another instance claimed is skipped until its lease runs out.
         let sql = format!(
             "SELECT {ROW} FROM outbox o
-             WHERE o.workflow_id = ? AND o.status = 'pending' AND o.next_attempt_at <= ?
-               AND (? = 0 OR o.event_type = ?)
+             WHERE o.workflow_id = $1 AND o.status = 'pending' AND o.next_attempt_at <= $2
+               AND (o.claimed_until IS NULL OR o.claimed_until <= $2)
+               AND ($3 = 0 OR o.event_type = $4)
                AND NOT EXISTS (SELECT 1 FROM outbox e
                                WHERE e.call_id = o.call_id AND e.seq < o.seq AND e.seq > 0
                                  AND e.status = 'pending')
-             ORDER BY o.next_attempt_at, o.id LIMIT ?"
+             ORDER BY o.next_attempt_at, o.id LIMIT $5"
         );
-        Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        Ok(on_pool!(self, p => sqlx::query_as(sqlx::AssertSqlSafe(sql))
             .bind(workflow_id)
             .bind(now)
             .bind(i64::from(hooks_only))
             .bind(HOOK_EVENT)
             .bind(limit)
-            .fetch_all(&self.pool)
-            .await?)
+            .fetch_all(p)
+            .await?))
+    }
+
+    /// Claims these due rows for this instance until `now + lease`, and returns those
+    /// it won: a row another instance claimed meanwhile (and whose lease still runs) is
+    /// not won. One statement for all of them; the update re-checks each row under its
+    /// lock, so of two instances racing for a row exactly one gets it. A store only this
+    /// process uses needs no claims: every row is won, with no write.
+    pub async fn claim(
+        &self,
+        ids: &[i64],
+        now: i64,
+        lease_ms: i64,
+    ) -> Result<Vec<i64>, StoreError> {
+        if !self.is_shared() || ids.is_empty() {
+            return Ok(ids.to_vec());
+        }
+        let sql = format!(
+            "UPDATE outbox SET claimed_by = $1, claimed_until = $2
+             WHERE id IN (SELECT CAST(j.value AS BIGINT) FROM {})
+               AND status = 'pending' AND (claimed_until IS NULL OR claimed_until <= $4)
+             RETURNING id",
+            values_of(self.dialect(), "$3")
+        );
+        let ids = serde_json::to_string(ids)?;
+        let won: Vec<(i64,)> = on_pool!(self, p => sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(self.instance())
+            .bind(now + lease_ms)
+            .bind(ids)
+            .bind(now)
+            .fetch_all(p)
+            .await?);
+        Ok(won.into_iter().map(|(id,)| id).collect())
     }
 
     /// When the next pending row of an unpaused workflow falls due after `now`.
@@ -131,45 +168,54 @@ impl Store {
         now: i64,
         paused_workflows: &[i64],
     ) -> Result<Option<i64>, StoreError> {
-        let (at,): (Option<i64>,) = sqlx::query_as(
+        let sql = format!(
             "SELECT MIN(next_attempt_at) FROM outbox
-             WHERE status = 'pending' AND next_attempt_at > ?
-               AND workflow_id NOT IN (SELECT value FROM json_each(?))",
-        )
-        .bind(now)
-        .bind(serde_json::to_string(paused_workflows)?)
-        .fetch_one(&self.pool)
-        .await?;
+             WHERE status = 'pending' AND next_attempt_at > $1
+               AND workflow_id NOT IN (SELECT CAST(j.value AS BIGINT) FROM {})",
+            values_of(self.dialect(), "$2")
+        );
+        let paused = serde_json::to_string(paused_workflows)?;
+        let (at,): (Option<i64>,) = on_pool!(self, p => sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(now)
+            .bind(paused)
+            .fetch_one(p)
+            .await?);
         Ok(at)
     }
 
     /// Marks every pending event of these workflows failed (the endpoint said 410 Gone).
     pub async fn fail_pending(&self, workflow_ids: &[i64], error: &str) -> Result<u64, StoreError> {
-        let done = sqlx::query(
-            "UPDATE outbox SET status = 'failed', last_error = ?
-             WHERE status = 'pending' AND event_type <> ?
-               AND workflow_id IN (SELECT value FROM json_each(?))",
-        )
-        .bind(error)
-        .bind(HOOK_EVENT)
-        .bind(serde_json::to_string(workflow_ids)?)
-        .execute(&self.pool)
-        .await?;
-        Ok(done.rows_affected())
+        let sql = format!(
+            "UPDATE outbox SET status = 'failed', last_error = $1
+             WHERE status = 'pending' AND event_type <> $2
+               AND workflow_id IN (SELECT CAST(j.value AS BIGINT) FROM {})",
+            values_of(self.dialect(), "$3")
+        );
+        let workflows = serde_json::to_string(workflow_ids)?;
+        let done = on_pool!(self, p => sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(error)
+            .bind(HOOK_EVENT)
+            .bind(workflows)
+            .execute(p)
+            .await?
+            .rows_affected());
+        Ok(done)
     }
 
     /// Freezes a body once its recording URL is known; retries then send these bytes.
     pub async fn set_payload(&self, id: i64, payload: &str) -> Result<(), StoreError> {
-        sqlx::query("UPDATE outbox SET payload = ?, recording = NULL WHERE id = ?")
+        on_pool!(self, p => sqlx::query(
+            "UPDATE outbox SET payload = $1, recording = NULL WHERE id = $2")
             .bind(payload)
             .bind(id)
-            .execute(&self.pool)
-            .await?;
+            .execute(p)
+            .await?.rows_affected());
         Ok(())
     }
 
     /// Records attempts and moves each row on (delivered, retried at its time, or
-    /// failed), all in one transaction: one fsync for a whole batch of finished deliveries.
+    /// failed), all in one transaction: one fsync for a whole batch of finished
+    /// deliveries. Each row's claim ends with its attempt.
     pub async fn finish_attempts(
         &self,
         attempts: &[(Attempt, AttemptOutcome)],
@@ -188,10 +234,10 @@ async fn record_attempt(
     attempt: &Attempt,
     outcome: AttemptOutcome,
 ) -> Result<(), StoreError> {
-    sqlx::query(
+    on_tx!(tx, c => sqlx::query(
         "INSERT INTO delivery_attempts (outbox_id, attempted_at, endpoint, status_code,
                                         error, latency_ms, response_body)
-         VALUES (?, ?, ?, ?, ?, ?, ?)",
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
     )
     .bind(attempt.outbox_id)
     .bind(attempt.attempted_at)
@@ -200,8 +246,8 @@ async fn record_attempt(
     .bind(&attempt.error)
     .bind(attempt.latency_ms)
     .bind(&attempt.response_body)
-    .execute(&mut **tx)
-    .await?;
+    .execute(&mut *c)
+    .await?.rows_affected());
     let error = attempt.error.clone().or_else(|| {
         attempt
             .status_code
@@ -209,24 +255,23 @@ async fn record_attempt(
             .map(|c| format!("HTTP {c}"))
     });
     let (status, next, delivered_at) = match outcome {
-        AttemptOutcome::Delivered => (DeliveryStatus::Delivered, 0, Some(now_ms())),
-        AttemptOutcome::RetryAt(at) => (DeliveryStatus::Pending, at, None),
-        AttemptOutcome::Dead => (DeliveryStatus::Failed, 0, None),
+        AttemptOutcome::Delivered => (DeliveryStatus::Delivered, None, Some(now_ms())),
+        AttemptOutcome::RetryAt(at) => (DeliveryStatus::Pending, Some(at), None),
+        AttemptOutcome::Dead => (DeliveryStatus::Failed, None, None),
     };
-    sqlx::query(
-        "UPDATE outbox SET status = ?, attempts = attempts + 1,
-             next_attempt_at = CASE WHEN ? = 'pending' THEN ? ELSE next_attempt_at END,
-             delivered_at = ?, last_error = ?
-         WHERE id = ?",
+    on_tx!(tx, c => sqlx::query(
+        "UPDATE outbox SET status = $1, attempts = attempts + 1,
+             next_attempt_at = COALESCE($2, next_attempt_at),
+             delivered_at = $3, last_error = $4, claimed_by = NULL, claimed_until = NULL
+         WHERE id = $5",
     )
-    .bind(status.as_str())
     .bind(status.as_str())
     .bind(next)
     .bind(delivered_at)
     .bind(error)
     .bind(attempt.outbox_id)
-    .execute(&mut **tx)
-    .await?;
+    .execute(&mut *c)
+    .await?.rows_affected());
     Ok(())
 }
 
@@ -236,4 +281,103 @@ pub enum AttemptOutcome {
     Delivered,
     RetryAt(i64),
     Dead,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{NewCall, backend::test_stores, create_calls};
+
+    async fn call_with_two_events(store: &Store) -> (i64, i64) {
+        let mut tx = store.begin().await.unwrap();
+        let call = create_calls(&mut tx, &[NewCall("RM_c", "room", 7, "wf", "slug")])
+            .await
+            .unwrap()["RM_c"];
+        for (seq, kind) in [(1, "call_started"), (2, "call_ended")] {
+            let webhook_id = format!("msg_{seq}");
+            let delivery = NewDelivery {
+                webhook_id: &webhook_id,
+                call_id: call,
+                seq,
+                event_type: kind,
+                workflow_id: 7,
+                payload: "{}",
+                recording: None,
+            };
+            enqueue(&mut tx, &delivery).await.unwrap();
+        }
+        tx.commit().await.unwrap();
+        let due = store
+            .due_for_workflow(now_ms(), 7, false, 10)
+            .await
+            .unwrap();
+        assert_eq!(due.len(), 1, "call_ended waits for call_started");
+        let ended: (i64,) = on_pool!(store, p => sqlx::query_as(
+            "SELECT id FROM outbox WHERE seq = 2")
+            .fetch_one(p)
+            .await
+            .unwrap());
+        (due[0].id, ended.0)
+    }
+
+    fn delivered(outbox_id: i64) -> (Attempt, AttemptOutcome) {
+        let attempt = Attempt {
+            outbox_id,
+            attempted_at: now_ms(),
+            endpoint: "http://127.0.0.1:9/".into(),
+            status_code: Some(200),
+            error: None,
+            latency_ms: 1,
+            response_body: None,
+        };
+        (attempt, AttemptOutcome::Delivered)
+    }
+
+    #[tokio::test]
+    async fn a_claimed_row_is_one_instances_until_its_lease_ends() {
+        let (stores, _dir) = test_stores().await;
+        let (sqlite, postgres) = (&stores[0], &stores[1]);
+
+        // One process owns a SQLite file: every row is won, nothing is written.
+        let (started, _) = call_with_two_events(sqlite).await;
+        assert_eq!(
+            sqlite.claim(&[started], now_ms(), 1000).await.unwrap(),
+            [started]
+        );
+        assert_eq!(
+            sqlite.claim(&[started], now_ms(), 1000).await.unwrap(),
+            [started]
+        );
+
+        let (a, b) = (postgres, postgres.as_another_instance());
+        let (started, ended) = call_with_two_events(a).await;
+        let now = now_ms();
+        assert_eq!(b.claim(&[started], now, 1000).await.unwrap(), [started]);
+        assert!(a.claim(&[started], now, 1000).await.unwrap().is_empty());
+        // Claimed elsewhere, and holding up its call's next event.
+        assert!(
+            a.due_for_workflow(now, 7, false, 10)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+
+        // B died: once the lease is over the row is A's to take.
+        let later = now + 1001;
+        let due = a.due_for_workflow(later, 7, false, 10).await.unwrap();
+        assert_eq!(due.iter().map(|r| r.id).collect::<Vec<_>>(), [started]);
+        assert_eq!(a.claim(&[started], later, 1000).await.unwrap(), [started]);
+        assert!(b.claim(&[started], later, 1000).await.unwrap().is_empty());
+
+        // Its outcome ends the claim and lets the call's next event go.
+        a.finish_attempts(&[delivered(started)]).await.unwrap();
+        let due = b.due_for_workflow(now_ms(), 7, false, 10).await.unwrap();
+        assert_eq!(due.iter().map(|r| r.id).collect::<Vec<_>>(), [ended]);
+        assert!(
+            b.claim(&[started], now_ms(), 1000)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+    }
 }

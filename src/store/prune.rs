@@ -2,7 +2,7 @@
 //! a batch at a time so ingest never waits long behind it. Pending deliveries are never
 //! deleted, however old: nothing accepted is lost to housekeeping.
 
-use super::{Store, StoreError};
+use super::{Store, StoreError, backend::on_pool};
 
 /// How many rows of each kind one pass deleted.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -37,12 +37,12 @@ impl Store {
         let mut counts = [0u64; 4];
         for (sql, count) in STATEMENTS.iter().zip(counts.iter_mut()) {
             loop {
-                let done = sqlx::query(*sql)
+                let done = on_pool!(self, p => sqlx::query(*sql)
                     .bind(cutoff_ms)
                     .bind(batch)
-                    .execute(self.pool())
+                    .execute(p)
                     .await?
-                    .rows_affected();
+                    .rows_affected());
                 *count += done;
                 if done < batch as u64 {
                     break;
@@ -91,14 +91,17 @@ pub async fn keep_pruned(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::now_ms;
+    use crate::store::{
+        backend::{on_pool, on_tx},
+        now_ms,
+    };
 
     async fn count(store: &Store, table: &str) -> i64 {
         let sql = format!("SELECT COUNT(*) FROM {table}");
-        let (n,): (i64,) = sqlx::query_as(sqlx::AssertSqlSafe(sql))
-            .fetch_one(store.pool())
+        let (n,): (i64,) = on_pool!(store, p => sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .fetch_one(p)
             .await
-            .unwrap();
+            .unwrap());
         n
     }
 
@@ -108,17 +111,17 @@ mod tests {
         let then = now_ms() - age_ms;
         let status = if delivered { "delivered" } else { "pending" };
         let mut tx = store.begin().await.unwrap();
-        let (call,): (i64,) = sqlx::query_as(
+        let (call,): (i64,) = on_tx!(&mut tx, c => sqlx::query_as(
             "INSERT INTO calls (room_sid, room_name, workflow_id, workflow_slug, call_slug,
                                 phase, state, created_at, updated_at)
              VALUES ($1, $1, 1, 'w', 's', 'finalized', '{}', $2, $2) RETURNING id",
         )
         .bind(room)
         .bind(then)
-        .fetch_one(&mut *tx)
+        .fetch_one(&mut *c)
         .await
-        .unwrap();
-        sqlx::query(
+        .unwrap());
+        on_tx!(&mut tx, c => sqlx::query(
             "INSERT INTO inbound_events (event_id, event_type, room_sid, call_id, received_at)
              VALUES ($1, 'room_finished', $2, $3, $4)",
         )
@@ -126,10 +129,11 @@ mod tests {
         .bind(room)
         .bind(call)
         .bind(then)
-        .execute(&mut *tx)
+        .execute(&mut *c)
         .await
-        .unwrap();
-        let (outbox,): (i64,) = sqlx::query_as(
+        .unwrap()
+        .rows_affected());
+        let (outbox,): (i64,) = on_tx!(&mut tx, c => sqlx::query_as(
             "INSERT INTO outbox (webhook_id, call_id, seq, event_type, workflow_id, payload,
                                  status, attempts, next_attempt_at, created_at)
              VALUES ($1, $2, 1, 'call_started', 1, '{}', $3, 1, $4, $4) RETURNING id",
@@ -138,34 +142,38 @@ mod tests {
         .bind(call)
         .bind(status)
         .bind(then)
-        .fetch_one(&mut *tx)
+        .fetch_one(&mut *c)
         .await
-        .unwrap();
-        sqlx::query(
+        .unwrap());
+        on_tx!(&mut tx, c => sqlx::query(
             "INSERT INTO delivery_attempts (outbox_id, attempted_at, endpoint, status_code,
                                             latency_ms)
              VALUES ($1, $2, 'http://127.0.0.1:9/', 200, 1)",
         )
         .bind(outbox)
         .bind(then)
-        .execute(&mut *tx)
+        .execute(&mut *c)
         .await
-        .unwrap();
+        .unwrap()
+        .rows_affected());
         tx.commit().await.unwrap();
     }
 
     #[tokio::test]
     async fn old_settled_rows_go_in_batches_and_pending_ones_stay() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&format!("sqlite://{}", dir.path().join("p.db").display()))
-            .await
-            .unwrap();
+        let (stores, _dir) = crate::store::backend::test_stores().await;
+        for store in &stores {
+            old_settled_rows_go(store).await;
+        }
+    }
+
+    async fn old_settled_rows_go(store: &Store) {
         const DAY: i64 = 86_400_000;
         for n in 0..5 {
-            call_with_delivery(&store, &format!("RM_old{n}"), true, 40 * DAY).await;
+            call_with_delivery(store, &format!("RM_old{n}"), true, 40 * DAY).await;
         }
-        call_with_delivery(&store, "RM_old_pending", false, 40 * DAY).await;
-        call_with_delivery(&store, "RM_recent", true, DAY).await;
+        call_with_delivery(store, "RM_old_pending", false, 40 * DAY).await;
+        call_with_delivery(store, "RM_recent", true, DAY).await;
 
         let pruned = store.prune(now_ms() - 30 * DAY, 2).await.unwrap();
         assert_eq!(
@@ -178,10 +186,10 @@ mod tests {
             }
         );
         // The old pending delivery keeps its call and attempts; the recent call is whole.
-        assert_eq!(count(&store, "outbox").await, 2);
-        assert_eq!(count(&store, "calls").await, 2);
-        assert_eq!(count(&store, "delivery_attempts").await, 2);
-        assert_eq!(count(&store, "inbound_events").await, 1);
+        assert_eq!(count(store, "outbox").await, 2);
+        assert_eq!(count(store, "calls").await, 2);
+        assert_eq!(count(store, "delivery_attempts").await, 2);
+        assert_eq!(count(store, "inbound_events").await, 1);
         assert_eq!(
             store.prune(now_ms() - 30 * DAY, 2).await.unwrap(),
             Pruned::default()

@@ -43,17 +43,22 @@ pub struct TestConfig {
 /// The store the suite runs against: SQLite unless `VOICEKIT_TEST_STORE=postgres`.
 pub fn test_store_url() -> String {
     match std::env::var("VOICEKIT_TEST_STORE").as_deref() {
-        Ok("postgres") => {
-            let base = std::env::var("VOICEKIT_TEST_POSTGRES")
-                .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into());
-            let name: String = rand::Rng::sample_iter(rand::rng(), rand::distr::Alphanumeric)
-                .take(12)
-                .map(|b| (b as char).to_ascii_lowercase())
-                .collect();
-            format!("{base}/vkb_t_{name}")
-        }
+        Ok("postgres") => postgres_test_url(),
         _ => "sqlite://voicekit-bridge.db".into(),
     }
+}
+
+/// A fresh PostgreSQL database of its own, `vkb_t_` and 12 random lowercase
+/// alphanumerics, on `$VOICEKIT_TEST_POSTGRES` (default `postgres://postgres@127.0.0.1:5432`).
+/// It does not exist yet: the daemon creates it.
+pub fn postgres_test_url() -> String {
+    let base = std::env::var("VOICEKIT_TEST_POSTGRES")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into());
+    let name: String = rand::Rng::sample_iter(rand::rng(), rand::distr::Alphanumeric)
+        .take(12)
+        .map(|b| (b as char).to_ascii_lowercase())
+        .collect();
+    format!("{base}/vkb_t_{name}")
 }
 
 impl TestConfig {
@@ -82,6 +87,22 @@ impl TestConfig {
         self.url_mode = "presigned";
         self.verify_object = true;
         self
+    }
+
+    /// A short claim lease (it must outlast both request timeouts), so a PostgreSQL run
+    /// that kills a daemon mid-delivery sees its claims taken over within a test's
+    /// wait; a test that sets either key itself keeps its own.
+    fn lease_lines(&self) -> String {
+        let extra = &self.delivery_extra;
+        let mut lines = String::new();
+        if !extra.contains("hook_timeout_secs") {
+            lines.push_str("hook_timeout_secs = 5.0\n");
+        }
+        if !extra.contains("claim_lease_secs") {
+            let longest = self.timeout_secs.max(5.0);
+            lines.push_str(&format!("claim_lease_secs = {:.1}\n", longest + 1.0));
+        }
+        lines
     }
 
     pub fn toml(&self) -> String {
@@ -126,6 +147,7 @@ listen = '{api_listen}'
 [delivery]
 timeout_secs = {timeout}
 retry_schedule_secs = {schedule}
+{lease}
 {delivery_extra}
 
 [[workflows]]
@@ -155,6 +177,7 @@ events_webhook_url = "{sales_url}"
             api_listen = self.api_listen,
             livekit_url = self.livekit_url,
             delivery_extra = self.delivery_extra,
+            lease = self.lease_lines(),
             workflow_extra = self.workflow_extra,
             reconcile = self.reconcile,
             store_url = self.store_url,

@@ -1,0 +1,318 @@
+//! The two databases the store runs on, behind one `Store`.
+//!
+//! SQLite is the default: one file, one bridge. PostgreSQL lets several bridges share
+//! one state. The queries are written once, with `$N` placeholders both understand; the
+//! `on_pool!`/`on_tx!` macros expand a query for each driver, so each runs on its
+//! native types with no conversion layer. Where the dialects differ (expanding a JSON
+//! array into rows, locking, claiming) the difference is spelled out here or next to
+//! the query.
+
+use std::{str::FromStr, sync::Arc, time::Duration};
+
+use sqlx::{
+    PgPool, Postgres, Sqlite, SqlitePool, Transaction,
+    migrate::{MigrateDatabase, Migrator},
+    postgres::{PgConnectOptions, PgPoolOptions},
+    sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous},
+};
+
+use super::StoreError;
+
+static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("src/store/migrations/sqlite");
+static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("src/store/migrations/postgres");
+
+#[derive(Clone, Debug)]
+pub(super) enum Pool {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+/// Which SQL dialect a pool or transaction speaks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Dialect {
+    Sqlite,
+    Postgres,
+}
+
+/// The store: calls, seen events and the outbox, on SQLite or PostgreSQL.
+#[derive(Clone, Debug)]
+pub struct Store {
+    pool: Pool,
+    /// Names this process in the claims it takes on a shared store.
+    instance: Arc<str>,
+}
+
+/// One write transaction. On SQLite it is opened `IMMEDIATE`, so it holds the write lock
+/// from its start and never fails half-way on a lock upgrade.
+pub enum Tx {
+    Sqlite(Transaction<'static, Sqlite>),
+    Postgres(Transaction<'static, Postgres>),
+}
+
+/// Runs `$body` with `$p` bound to the store's pool, once per driver.
+macro_rules! on_pool {
+    ($store:expr, $p:ident => $body:expr) => {
+        match $store.backend() {
+            $crate::store::backend::Pool::Sqlite($p) => $body,
+            $crate::store::backend::Pool::Postgres($p) => $body,
+        }
+    };
+}
+
+/// Runs `$body` with `$c` bound to the transaction's connection, once per driver.
+macro_rules! on_tx {
+    ($tx:expr, $c:ident => $body:expr) => {
+        match $tx {
+            $crate::store::Tx::Sqlite(t) => {
+                let $c = &mut **t;
+                $body
+            }
+            $crate::store::Tx::Postgres(t) => {
+                let $c = &mut **t;
+                $body
+            }
+        }
+    };
+}
+
+pub(super) use {on_pool, on_tx};
+
+impl Store {
+    /// Opens the store at `url` (`sqlite://PATH` or `postgres://...`), creating the
+    /// database if it does not exist, and runs pending migrations.
+    pub async fn open(url: &str, max_connections: u32) -> Result<Store, StoreError> {
+        let pool = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Pool::Postgres(open_postgres(url, max_connections).await?)
+        } else {
+            Pool::Sqlite(open_sqlite(url).await?)
+        };
+        let store = Store {
+            pool,
+            instance: instance_name().into(),
+        };
+        // PostgreSQL's migrator holds an advisory lock while it runs: bridges starting
+        // together migrate one after the other.
+        match &store.pool {
+            Pool::Sqlite(p) => SQLITE_MIGRATIONS.run(p).await?,
+            Pool::Postgres(p) => POSTGRES_MIGRATIONS.run(p).await?,
+        }
+        Ok(store)
+    }
+
+    pub(super) fn backend(&self) -> &Pool {
+        &self.pool
+    }
+
+    pub(super) fn dialect(&self) -> Dialect {
+        match self.pool {
+            Pool::Sqlite(_) => Dialect::Sqlite,
+            Pool::Postgres(_) => Dialect::Postgres,
+        }
+    }
+
+    pub(super) fn migrator(&self) -> &'static Migrator {
+        match self.pool {
+            Pool::Sqlite(_) => &SQLITE_MIGRATIONS,
+            Pool::Postgres(_) => &POSTGRES_MIGRATIONS,
+        }
+    }
+
+    /// Whether other bridge processes may share this store, so deliveries must be
+    /// claimed before they are sent. A SQLite file belongs to one process.
+    pub fn is_shared(&self) -> bool {
+        self.dialect() == Dialect::Postgres
+    }
+
+    /// This process's name in delivery claims: host, pid and a random tag.
+    pub fn instance(&self) -> &str {
+        &self.instance
+    }
+
+    pub async fn begin(&self) -> Result<Tx, StoreError> {
+        Ok(match &self.pool {
+            Pool::Sqlite(p) => Tx::Sqlite(p.begin_with("BEGIN IMMEDIATE").await?),
+            Pool::Postgres(p) => Tx::Postgres(p.begin().await?),
+        })
+    }
+
+    /// Closes every connection; queries after this fail.
+    pub async fn close(&self) {
+        on_pool!(self, p => p.close().await)
+    }
+
+    /// The same database as another bridge process would see it: its own claims.
+    #[cfg(test)]
+    pub(crate) fn as_another_instance(&self) -> Store {
+        Store {
+            pool: self.pool.clone(),
+            instance: format!("{}-other", self.instance).into(),
+        }
+    }
+
+    /// The SQLite pool, for tests that look at rows directly.
+    #[cfg(test)]
+    pub(crate) fn sqlite(&self) -> &SqlitePool {
+        match &self.pool {
+            Pool::Sqlite(p) => p,
+            Pool::Postgres(_) => panic!("not a SQLite store"),
+        }
+    }
+}
+
+impl Tx {
+    pub async fn commit(self) -> Result<(), StoreError> {
+        match self {
+            Tx::Sqlite(t) => t.commit().await?,
+            Tx::Postgres(t) => t.commit().await?,
+        }
+        Ok(())
+    }
+
+    pub(super) fn dialect(&self) -> Dialect {
+        match self {
+            Tx::Sqlite(_) => Dialect::Sqlite,
+            Tx::Postgres(_) => Dialect::Postgres,
+        }
+    }
+}
+
+async fn open_sqlite(url: &str) -> Result<SqlitePool, StoreError> {
+    let options = SqliteConnectOptions::from_str(url)?
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        // An fsync per commit: a 200 to LiveKit means the event survives power loss.
+        .synchronous(SqliteSynchronous::Full)
+        .busy_timeout(Duration::from_secs(10))
+        .foreign_keys(true);
+    Ok(SqlitePoolOptions::new()
+        .max_connections(4)
+        // A local file does not go stale like a network connection: pinging it before
+        // each use only added a round trip to every transaction.
+        .test_before_acquire(false)
+        .connect_with(options)
+        .await?)
+}
+
+async fn open_postgres(url: &str, max_connections: u32) -> Result<PgPool, StoreError> {
+    let options = PgConnectOptions::from_str(url)?.application_name("voicekit-bridge");
+    if !Postgres::database_exists(url).await? {
+        match Postgres::create_database(url).await {
+            Ok(()) => tracing::info!(url = %redact_url(url), "created the database"),
+            // Another bridge starting beside this one created it first.
+            Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("42P04") => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    // PostgreSQL commits are durable by default (`synchronous_commit = on`): a 200 to
+    // LiveKit means the event is on the server's disk.
+    Ok(PgPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(Duration::from_secs(10))
+        .connect_with(options)
+        .await?)
+}
+
+/// `url` with any password replaced, for logs and error messages.
+pub fn redact_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            let _ = parsed.set_password(Some("***"));
+            parsed.to_string()
+        }
+        _ => url.to_owned(),
+    }
+}
+
+fn instance_name() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "localhost".into());
+    let tag: String = rand::Rng::sample_iter(rand::rng(), rand::distr::Alphanumeric)
+        .take(6)
+        .map(char::from)
+        .collect();
+    format!("{host}/{}/{tag}", std::process::id())
+}
+
+/// The rows of a JSON array parameter, as `j(value, key)` with `key` its position:
+/// SQLite's `json_each`, PostgreSQL's `json_array_elements`. Values are read with
+/// `j.value->>N` (an element of a row array) or `j.value` (a scalar array, `text`
+/// flavour); both are cast where a column needs a number, which both dialects accept.
+pub(super) fn rows_of(dialect: Dialect, param: &str) -> String {
+    match dialect {
+        Dialect::Sqlite => format!("json_each({param}) AS j"),
+        Dialect::Postgres => {
+            format!("json_array_elements({param}::json) WITH ORDINALITY AS j(value, key)")
+        }
+    }
+}
+
+/// [`rows_of`] for an array of scalars: `j.value` is the element itself.
+pub(super) fn values_of(dialect: Dialect, param: &str) -> String {
+    match dialect {
+        Dialect::Sqlite => format!("json_each({param}) AS j"),
+        Dialect::Postgres => {
+            format!("json_array_elements_text({param}::json) WITH ORDINALITY AS j(value, key)")
+        }
+    }
+}
+
+/// A stable 64-bit key for an advisory lock (FNV-1a): the same text gives the same key
+/// in every process.
+pub(super) fn lock_key(text: &str) -> i64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in text.bytes() {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    hash as i64
+}
+
+/// Fresh stores for the store's own tests: one of each kind, so each test proves its
+/// queries on both dialects. PostgreSQL is the machine's (`VOICEKIT_TEST_POSTGRES`,
+/// default `postgres://postgres@127.0.0.1:5432`), in a new `vkb_t_*` database.
+#[cfg(test)]
+pub(crate) async fn test_stores() -> (Vec<Store>, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let sqlite = format!("sqlite://{}", dir.path().join("t.db").display());
+    let base = std::env::var("VOICEKIT_TEST_POSTGRES")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into());
+    let name: String = rand::Rng::sample_iter(rand::rng(), rand::distr::Alphanumeric)
+        .take(12)
+        .map(|c| char::from(c).to_ascii_lowercase())
+        .collect();
+    let postgres = format!("{base}/vkb_t_unit_{name}");
+    let stores = vec![
+        Store::open(&sqlite, 4).await.unwrap(),
+        Store::open(&postgres, 4)
+            .await
+            .unwrap_or_else(|e| panic!("the store tests need PostgreSQL at {base}: {e}")),
+    ];
+    (stores, dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_never_reach_the_logs() {
+        assert_eq!(
+            redact_url("postgres://bridge:s3cret@db:5432/vk"),
+            "postgres://bridge:***@db:5432/vk"
+        );
+        assert_eq!(
+            redact_url("postgres://bridge@db/vk"),
+            "postgres://bridge@db/vk"
+        );
+        assert_eq!(redact_url("sqlite://bridge.db"), "sqlite://bridge.db");
+    }
+
+    #[test]
+    fn lock_keys_are_stable() {
+        assert_eq!(lock_key("RM_1"), lock_key("RM_1"));
+        assert_ne!(lock_key("RM_1"), lock_key("RM_2"));
+        // FNV-1a's published value for the empty string.
+        assert_eq!(lock_key("") as u64, 0xcbf2_9ce4_8422_2325);
+    }
+}
