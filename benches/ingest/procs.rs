@@ -111,8 +111,22 @@ pub fn memory(pid: u32) -> Memory {
 #[derive(Debug, Clone, Copy, Default, serde::Serialize)]
 pub struct CpuUse {
     pub server: f64,
+    /// The store's server, when it is a process of its own (PostgreSQL); 0 for SQLite,
+    /// which runs inside the daemon.
+    pub store: f64,
     pub bench: f64,
     pub others: f64,
+}
+
+impl CpuUse {
+    /// Counts `secs` of what was "others" as the store server's.
+    pub fn with_store(self, secs: f64) -> CpuUse {
+        CpuUse {
+            store: secs,
+            others: (self.others - secs).max(0.0),
+            ..self
+        }
+    }
 }
 
 pub struct CpuMeter {
@@ -134,6 +148,7 @@ impl CpuMeter {
         let machine = machine_busy_secs() - self.start.2;
         CpuUse {
             server,
+            store: 0.0,
             bench,
             others: (machine - server - bench).max(0.0),
         }
@@ -160,7 +175,7 @@ fn machine_busy_secs() -> f64 {
     (total - idle) as f64 / 100.0
 }
 
-fn cpu_secs(pid: u32) -> f64 {
+pub fn cpu_secs(pid: u32) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     // Fields after the parenthesised command name; utime and stime are 14th and 15th.
     let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
@@ -200,10 +215,16 @@ impl RssSampler {
     }
 }
 
-/// The daemon's configuration: loopback, a fresh SQLite file in `dir`, one workflow
-/// whose endpoint is the bench's receiver, public recording URLs (no S3 needed).
-/// `delivery` is the body of its `[delivery]` section.
-pub fn daemon_config(dir: &Path, receiver: SocketAddr, log_level: &str, delivery: &str) -> String {
+/// The daemon's configuration: loopback, the fresh store at `store_url` (a SQLite file
+/// in the phase's directory or a new PostgreSQL database), one workflow whose endpoint
+/// is the bench's receiver, public recording URLs (no S3 needed). `delivery` is the body
+/// of its `[delivery]` section.
+pub fn daemon_config(
+    store_url: &str,
+    receiver: SocketAddr,
+    log_level: &str,
+    delivery: &str,
+) -> String {
     format!(
         r#"[server]
 listen = "127.0.0.1:0"
@@ -213,7 +234,7 @@ api_key = "{API_KEY}"
 api_secret = "{API_SECRET}"
 
 [store]
-url = "sqlite://{db}"
+url = "{store_url}"
 
 [api]
 listen = "127.0.0.1:0"
@@ -237,6 +258,5 @@ organization_id = 1
 events_webhook_url = "http://{receiver}/voicekit"
 room_pattern = '^VOICEKIT_workflow_(?P<call_slug>[A-Za-z0-9]+)_\d+$'
 "#,
-        db = dir.join("bench.db").display(),
     )
 }
