@@ -44,6 +44,10 @@ const RESPONSE_SNIPPET: usize = 4096;
 /// finished deliveries.
 const IDLE_POLL: Duration = Duration::from_secs(30);
 
+/// Longest sleep while deliveries are in flight: a retry that falls due meanwhile waits
+/// at most this long.
+const BUSY_POLL: Duration = Duration::from_millis(20);
+
 /// Longest idle sleep on a shared (PostgreSQL) store.
 const SHARED_POLL: Duration = Duration::from_secs(1);
 
@@ -146,21 +150,34 @@ impl Worker {
     /// timeout) and record their outcome, so nothing is left half-sent.
     pub async fn run(self, mut shutdown: Shutdown) {
         let mut tasks = JoinSet::new();
+        let capacity = self.inner.config.concurrency;
+        let mut deadline = tokio::time::Instant::now();
+        let mut dispatch = true;
         while !shutdown.is_shutdown() {
-            let sleep = match self.inner.dispatch(&mut tasks).await {
-                Ok(()) => self.inner.idle_sleep().await,
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot read the outbox; retrying in 1 s");
-                    Duration::from_secs(1)
-                }
-            };
-            tokio::select! {
-                _ = self.wake.notified() => {}
-                _ = self.inner.slot_freed.notified() => {}
-                Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
-                _ = tokio::time::sleep(sleep) => {}
-                _ = shutdown.wait() => {}
+            if dispatch {
+                let sleep = match self.inner.dispatch(&mut tasks).await {
+                    // While deliveries are in flight their ends wake this loop many
+                    // times a second; asking the store when the next row falls due
+                    // on each of those wakes was half the loop's time under load.
+                    Ok(()) if !tasks.is_empty() => self.inner.busy_sleep(),
+                    Ok(()) => self.inner.idle_sleep().await,
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot read the outbox; retrying in 1 s");
+                        Duration::from_secs(1)
+                    }
+                };
+                deadline = tokio::time::Instant::now() + sleep;
             }
+            let was_full = tasks.len() >= capacity;
+            dispatch = tokio::select! {
+                _ = self.wake.notified() => true,
+                _ = self.inner.slot_freed.notified() => true,
+                // A recorded outcome frees no endpoint slot (the request's end did):
+                // only worth a round when the worker was at its overall limit.
+                Some(_) = tasks.join_next(), if !tasks.is_empty() => was_full || tasks.is_empty(),
+                _ = tokio::time::sleep_until(deadline) => true,
+                _ = shutdown.wait() => true,
+            };
         }
         if !tasks.is_empty() {
             tracing::info!(in_flight = tasks.len(), "waiting for in-flight deliveries");
@@ -206,19 +223,19 @@ impl Inner {
                 .expect("breaker lock")
                 .state(&w.events_webhook_url, now);
             let hooks_only = matches!(state, breaker::State::Open(_));
-            let busy = self
-                .in_flight
-                .lock()
-                .expect("in-flight lock")
-                .per_endpoint
-                .get(&w.events_webhook_url)
-                .copied()
-                .unwrap_or(0);
+            let (busy, unsettled) = {
+                let in_flight = self.in_flight.lock().expect("in-flight lock");
+                let busy = in_flight.per_endpoint.get(&w.events_webhook_url).copied();
+                (busy.unwrap_or(0), in_flight.ids.len())
+            };
             if (hooks_only || busy >= per_endpoint) && w.call_started_hook.is_none() {
                 continue;
             }
-            // In-flight rows are still pending and come first: read past them.
-            let limit = (busy + per_endpoint) as i64;
+            // Rows in flight are still pending and come first: read past all of them,
+            // including those whose request is over but whose outcome is still being
+            // committed (they no longer hold a slot). Reading past only the slots' rows
+            // found nothing new while outcomes committed, and stalled the endpoint.
+            let limit = (unsettled + per_endpoint) as i64;
             rows.extend(
                 self.store
                     .due_for_workflow(now_ms(), w.id, hooks_only, limit)
@@ -301,6 +318,14 @@ impl Inner {
         if let Some(busy) = in_flight.per_endpoint.get_mut(endpoint) {
             *busy = busy.saturating_sub(1);
         }
+    }
+
+    /// The next look at the outbox while deliveries are in flight: soon, as their ends
+    /// wake the loop anyway, but never later than an open circuit's reopening.
+    fn busy_sleep(&self) -> Duration {
+        let now = Instant::now();
+        let reopen = self.breakers.lock().expect("breaker lock").next_reopen(now);
+        reopen.map_or(BUSY_POLL, |at| BUSY_POLL.min(at - now))
     }
 
     async fn idle_sleep(&self) -> Duration {
