@@ -118,6 +118,10 @@ pub async fn run_with(config: Config, options: RunOptions) -> anyhow::Result<()>
     let (trigger, shutdown) = shutdown::channel();
     let delivery = tokio::spawn(worker.run(shutdown.clone()));
     let repairs = tokio::spawn(reconciler.run(shutdown.clone()));
+    tokio::spawn(store::keep_checkpointed(
+        ops_store.clone(),
+        shutdown.clone(),
+    ));
     tokio::spawn(store::keep_pruned(
         ops_store.clone(),
         Duration::from_secs_f64(config.store.retention_days * 86_400.0),

@@ -183,7 +183,11 @@ async fn open_sqlite(url: &str) -> Result<SqlitePool, StoreError> {
         // An fsync per commit: a 200 to LiveKit means the event survives power loss.
         .synchronous(SqliteSynchronous::Full)
         .busy_timeout(Duration::from_secs(10))
-        .foreign_keys(true);
+        .foreign_keys(true)
+        // Checkpoints run in their own task (`checkpoint.rs`), never inside a commit.
+        .pragma("wal_autocheckpoint", "0")
+        // A WAL that grew during a burst is cut back to this size once it restarts.
+        .pragma("journal_size_limit", "67108864");
     Ok(SqlitePoolOptions::new()
         .max_connections(4)
         // A local file does not go stale like a network connection: pinging it before

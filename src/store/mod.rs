@@ -5,6 +5,7 @@
 //! outbox is the only queue: nothing lives in memory that a restart could lose.
 
 mod backend;
+mod checkpoint;
 mod observe;
 mod operator;
 mod outbox;
@@ -15,6 +16,7 @@ use std::collections::{HashMap, HashSet};
 use serde::Serialize;
 
 pub use backend::{Store, Tx, redact_url};
+pub use checkpoint::keep_checkpointed;
 pub use operator::{AttemptRecord, CallDetail, CallSummary, DeliverySummary, InboundRecord};
 pub use outbox::{
     Attempt, AttemptOutcome, DeliveryStatus, HOOK_EVENT, NewDelivery, OutboxRow, enqueue,

@@ -1,0 +1,81 @@
+//! Moving SQLite's WAL checkpoints off the commit path.
+//!
+//! By default the connection whose commit pushes the WAL past 1000 pages copies it back
+//! into the database file, with its own fsyncs, before that commit returns: every few
+//! hundred batches one batch of webhooks waited for a checkpoint, and that was the tail
+//! of the webhook latency. The store's connections never checkpoint
+//! (`wal_autocheckpoint = 0`); this task does, `PASSIVE`ly (it never blocks a writer), at
+//! a steady pace. PostgreSQL checkpoints by itself.
+
+use std::time::Duration;
+
+use super::{Store, backend::Pool};
+
+/// How often the WAL is copied back. At 10,000 webhooks/s a second of WAL is a few
+/// thousand pages: small enough that the file stays a few megabytes.
+pub const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(500);
+
+impl Store {
+    /// Copies what the WAL holds into the database file, without waiting for readers or
+    /// writers; returns the (log, checkpointed) page counts.
+    pub async fn checkpoint(&self) -> Result<Option<(i64, i64)>, super::StoreError> {
+        let Pool::Sqlite(pool) = self.backend() else {
+            return Ok(None);
+        };
+        let (_busy, log, done): (i64, i64, i64) = sqlx::query_as("PRAGMA wal_checkpoint(PASSIVE)")
+            .fetch_one(pool)
+            .await?;
+        Ok(Some((log, done)))
+    }
+}
+
+/// Checkpoints a SQLite store every [`CHECKPOINT_INTERVAL`] until shutdown, and once more
+/// on the way out.
+pub async fn keep_checkpointed(store: Store, mut shutdown: crate::shutdown::Shutdown) {
+    if !matches!(store.backend(), Pool::Sqlite(_)) {
+        return;
+    }
+    loop {
+        let stopping = tokio::select! {
+            _ = tokio::time::sleep(CHECKPOINT_INTERVAL) => false,
+            _ = shutdown.wait() => true,
+        };
+        if let Err(e) = store.checkpoint().await {
+            tracing::warn!(error = %e, "WAL checkpoint failed; will try again");
+        }
+        if stopping {
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn commits_leave_the_wal_to_the_checkpointer() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("c.db").display());
+        let store = Store::open(&url, 4).await.unwrap();
+        for n in 0..50 {
+            let mut tx = store.begin().await.unwrap();
+            let room = format!("RM_{n}");
+            crate::store::create_calls(
+                &mut tx,
+                &[crate::store::NewCall(&room, "room", 1, "wf", "slug")],
+            )
+            .await
+            .unwrap();
+            tx.commit().await.unwrap();
+        }
+        let (autocheckpoint,): (i64,) = sqlx::query_as("PRAGMA wal_autocheckpoint")
+            .fetch_one(store.sqlite())
+            .await
+            .unwrap();
+        assert_eq!(autocheckpoint, 0, "commits must not checkpoint");
+        let (log, done) = store.checkpoint().await.unwrap().unwrap();
+        assert!(log > 0, "the commits are in the WAL");
+        assert_eq!(log, done, "a quiet store is checkpointed whole");
+    }
+}
