@@ -70,8 +70,8 @@ pub async fn lock_for_ingest(tx: &mut Tx, keys: &[&str]) -> Result<(), StoreErro
 /// The ids among `event_ids` that were accepted before.
 pub async fn seen_events(tx: &mut Tx, event_ids: &[&str]) -> Result<HashSet<String>, StoreError> {
     let sql = format!(
-        "SELECT event_id FROM inbound_events WHERE event_id IN (SELECT j.value FROM {})",
-        backend::values_of(tx.dialect(), "$1")
+        "SELECT event_id FROM inbound_events WHERE {}",
+        backend::in_values(tx.dialect(), "event_id", "$1", false, false)
     );
     let ids = serde_json::to_string(event_ids)?;
     let rows: Vec<(String,)> = on_tx!(tx, c => sqlx::query_as(sqlx::AssertSqlSafe(sql))
@@ -114,8 +114,8 @@ pub async fn remember_events(tx: &mut Tx, events: &[SeenEvent<'_>]) -> Result<()
 /// The calls of these rooms that exist.
 pub async fn calls_by_rooms(tx: &mut Tx, room_sids: &[&str]) -> Result<Vec<CallState>, StoreError> {
     let sql = format!(
-        "SELECT state FROM calls WHERE room_sid IN (SELECT j.value FROM {})",
-        backend::values_of(tx.dialect(), "$1")
+        "SELECT state FROM calls WHERE {}",
+        backend::in_values(tx.dialect(), "room_sid", "$1", false, false)
     );
     let rooms = serde_json::to_string(room_sids)?;
     let rows: Vec<(String,)> = on_tx!(tx, c => sqlx::query_as(sqlx::AssertSqlSafe(sql))
@@ -244,9 +244,9 @@ impl Store {
     ) -> Result<Vec<CallState>, StoreError> {
         let sql = format!(
             "SELECT state FROM calls
-             WHERE phase IN (SELECT j.value FROM {}) AND updated_at < $2
+             WHERE {} AND updated_at < $2
              ORDER BY updated_at LIMIT $3",
-            backend::values_of(self.dialect(), "$1")
+            backend::in_values(self.dialect(), "phase", "$1", false, false)
         );
         let phases = serde_json::to_string(phases)?;
         let rows: Vec<(String,)> = on_pool!(self, p => sqlx::query_as(sqlx::AssertSqlSafe(sql))

@@ -60,5 +60,6 @@ CREATE TABLE delivery_attempts (
 
 CREATE INDEX delivery_attempts_outbox ON delivery_attempts (outbox_id);
 
--- The worker reads due rows one workflow at a time (src/store/outbox.rs).
-CREATE INDEX outbox_workflow_due ON outbox (workflow_id, status, next_attempt_at);
+-- The worker reads due rows one workflow at a time (src/store/outbox.rs), in this
+-- order, and stops at its LIMIT. (SQLite's index of the same name ends in the rowid.)
+CREATE INDEX outbox_workflow_due ON outbox (workflow_id, status, next_attempt_at, id);
