@@ -8,7 +8,7 @@
 //! across retries and restarts.
 
 use std::{
-    collections::{HashMap, HashSet},
+    collections::{HashMap, HashSet, VecDeque},
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
@@ -43,6 +43,35 @@ const RESPONSE_SNIPPET: usize = 4096;
 /// Longest idle sleep: a safety net only, wake-ups come from ingest, due times and
 /// finished deliveries.
 const IDLE_POLL: Duration = Duration::from_secs(30);
+
+/// How many due rows of a workflow one read of the outbox takes (beyond those in
+/// flight). The worker sends from this window as slots free up, and reads again only
+/// when it is empty or stale: one query per request had been a third of the loop.
+const WINDOW_ROWS: usize = 64;
+
+/// How long a window is trusted while new rows are not announced: other bridges on a
+/// shared store, and retries falling due, are seen within this.
+const WINDOW_TTL: Duration = Duration::from_millis(50);
+
+/// Due rows read from the outbox and not yet sent, per workflow.
+type Windows = HashMap<i64, Window>;
+
+#[derive(Default)]
+struct Window {
+    rows: VecDeque<OutboxRow>,
+    read_at: Option<Instant>,
+    hooks_only: bool,
+}
+
+impl Window {
+    fn is_stale(&self, now: Instant, hooks_only: bool) -> bool {
+        self.rows.is_empty()
+            || self.hooks_only != hooks_only
+            || self
+                .read_at
+                .is_none_or(|at| now.duration_since(at) > WINDOW_TTL)
+    }
+}
 
 /// Longest sleep while deliveries are in flight: a retry that falls due meanwhile waits
 /// at most this long.
@@ -153,9 +182,14 @@ impl Worker {
         let capacity = self.inner.config.concurrency;
         let mut deadline = tokio::time::Instant::now();
         let mut dispatch = true;
+        let mut windows = Windows::new();
+        // Read the outbox again rather than trust the windows: new rows were queued,
+        // or a sleep ended (a retry may be due).
+        let mut reread = true;
         while !shutdown.is_shutdown() {
             if dispatch {
-                let sleep = match self.inner.dispatch(&mut tasks).await {
+                let round = self.inner.dispatch(&mut tasks, &mut windows, reread).await;
+                let sleep = match round {
                     // While deliveries are in flight their ends wake this loop many
                     // times a second; asking the store when the next row falls due
                     // on each of those wakes was half the loop's time under load.
@@ -169,14 +203,16 @@ impl Worker {
                 deadline = tokio::time::Instant::now() + sleep;
             }
             let was_full = tasks.len() >= capacity;
-            dispatch = tokio::select! {
-                _ = self.wake.notified() => true,
-                _ = self.inner.slot_freed.notified() => true,
+            (dispatch, reread) = tokio::select! {
+                _ = self.wake.notified() => (true, true),
+                _ = self.inner.slot_freed.notified() => (true, false),
                 // A recorded outcome frees no endpoint slot (the request's end did):
                 // only worth a round when the worker was at its overall limit.
-                Some(_) = tasks.join_next(), if !tasks.is_empty() => was_full || tasks.is_empty(),
-                _ = tokio::time::sleep_until(deadline) => true,
-                _ = shutdown.wait() => true,
+                Some(_) = tasks.join_next(), if !tasks.is_empty() => {
+                    (was_full || tasks.is_empty(), false)
+                }
+                _ = tokio::time::sleep_until(deadline) => (true, true),
+                _ = shutdown.wait() => (true, false),
             };
         }
         if !tasks.is_empty() {
@@ -202,21 +238,26 @@ impl Inner {
             .collect()
     }
 
-    async fn dispatch(self: &Arc<Self>, tasks: &mut JoinSet<()>) -> Result<(), StoreError> {
+    async fn dispatch(
+        self: &Arc<Self>,
+        tasks: &mut JoinSet<()>,
+        windows: &mut Windows,
+        reread: bool,
+    ) -> Result<(), StoreError> {
         let capacity = self.config.concurrency;
         if tasks.len() >= capacity {
             return Ok(());
         }
         let workflows = self.workflows.load_full();
+        windows.retain(|id, _| workflows.iter().any(|w| w.id == *id));
         let now = Instant::now();
         let per_endpoint = self.config.per_endpoint_concurrency;
-        self.in_flight
-            .lock()
-            .expect("in-flight lock")
-            .finished
-            .clear();
-        let mut rows = Vec::new();
+        let mut cleared = false;
+        let mut chosen = Vec::new();
         for w in workflows.iter() {
+            if tasks.len() + chosen.len() >= capacity {
+                break;
+            }
             let state = self
                 .breakers
                 .lock()
@@ -231,56 +272,78 @@ impl Inner {
             if (hooks_only || busy >= per_endpoint) && w.call_started_hook.is_none() {
                 continue;
             }
-            // Rows in flight are still pending and come first: read past all of them,
-            // including those whose request is over but whose outcome is still being
-            // committed (they no longer hold a slot). Reading past only the slots' rows
-            // found nothing new while outcomes committed, and stalled the endpoint.
-            let limit = (unsettled + per_endpoint) as i64;
-            rows.extend(
-                self.store
+            let window = windows.entry(w.id).or_default();
+            if reread || window.is_stale(now, hooks_only) {
+                if !cleared {
+                    // From here on, a row that finishes may still be pending in a read.
+                    self.in_flight
+                        .lock()
+                        .expect("in-flight lock")
+                        .finished
+                        .clear();
+                    cleared = true;
+                }
+                // Rows in flight are still pending and come first: read past all of
+                // them, including those whose request is over but whose outcome is
+                // still being committed (they no longer hold a slot).
+                let limit = (unsettled + WINDOW_ROWS) as i64;
+                let rows = self
+                    .store
                     .due_for_workflow(now_ms(), w.id, hooks_only, limit)
-                    .await?,
-            );
-        }
-        rows.sort_by_key(|r| (r.next_attempt_at, r.id));
-        let mut chosen = Vec::new();
-        for row in rows {
-            if tasks.len() + chosen.len() >= capacity {
-                break;
+                    .await?;
+                let in_flight = self.in_flight.lock().expect("in-flight lock");
+                window.rows = rows
+                    .into_iter()
+                    .filter(|r| {
+                        !in_flight.ids.contains(&r.id) && !in_flight.finished.contains(&r.id)
+                    })
+                    .collect();
+                window.read_at = Some(now);
+                window.hooks_only = hooks_only;
             }
-            let target = target(&workflows, &row, &self.config);
-            let endpoint = target.as_ref().map(|t| t.url.clone()).unwrap_or_default();
-            let limit = match self
-                .breakers
-                .lock()
-                .expect("breaker lock")
-                .state(&endpoint, now)
-            {
-                breaker::State::Closed => per_endpoint,
-                // One probe at a time while the circuit is deciding whether to close.
-                breaker::State::HalfOpen => 1,
-                breaker::State::Open(_) if row.event_type == HOOK_EVENT => per_endpoint,
-                breaker::State::Open(_) => continue,
-            };
-            {
-                let mut in_flight = self.in_flight.lock().expect("in-flight lock");
-                let busy = in_flight.per_endpoint.get(&endpoint).copied().unwrap_or(0);
-                if in_flight.ids.contains(&row.id)
-                    || in_flight.finished.contains(&row.id)
-                    || busy >= limit
-                {
+            let mut kept = VecDeque::with_capacity(window.rows.len());
+            for row in window.rows.drain(..) {
+                if tasks.len() + chosen.len() >= capacity {
+                    kept.push_back(row);
                     continue;
                 }
-                in_flight.ids.insert(row.id);
-                *in_flight.per_endpoint.entry(endpoint.clone()).or_insert(0) += 1;
+                let target = target(&workflows, &row, &self.config);
+                let endpoint = target.as_ref().map(|t| t.url.clone()).unwrap_or_default();
+                let limit = match self
+                    .breakers
+                    .lock()
+                    .expect("breaker lock")
+                    .state(&endpoint, now)
+                {
+                    breaker::State::Closed => per_endpoint,
+                    // One probe at a time while the circuit is deciding whether to close.
+                    breaker::State::HalfOpen => 1,
+                    breaker::State::Open(_) if row.event_type == HOOK_EVENT => per_endpoint,
+                    breaker::State::Open(_) => 0,
+                };
+                {
+                    let mut in_flight = self.in_flight.lock().expect("in-flight lock");
+                    if in_flight.ids.contains(&row.id) {
+                        // Sent from an earlier read; never twice at once.
+                        continue;
+                    }
+                    let busy = in_flight.per_endpoint.get(&endpoint).copied().unwrap_or(0);
+                    if busy >= limit {
+                        kept.push_back(row);
+                        continue;
+                    }
+                    in_flight.ids.insert(row.id);
+                    *in_flight.per_endpoint.entry(endpoint.clone()).or_insert(0) += 1;
+                }
+                chosen.push((row, target, endpoint));
             }
-            chosen.push((row, target, endpoint));
+            window.rows = kept;
         }
         if chosen.is_empty() {
             return Ok(());
         }
         // On a shared store another bridge may have read the same rows: only those this
-        // one claims are sent, the rest go back.
+        // one claims are sent; the others are that bridge's now.
         let ids: Vec<i64> = chosen.iter().map(|(row, _, _)| row.id).collect();
         let lease = self.config.claim_lease().as_millis() as i64;
         let won = match self.store.claim(&ids, now_ms(), lease).await {

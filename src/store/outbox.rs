@@ -4,7 +4,7 @@ use sqlx::FromRow;
 
 use super::{
     Store, StoreError, Tx,
-    backend::{Pool, in_values, on_pool, on_tx, rows_of},
+    backend::{in_values, on_pool, on_tx, rows_of},
     now_ms,
 };
 
@@ -151,24 +151,16 @@ impl Store {
             in_values(self.dialect(), "id", "$3", true, false)
         );
         let ids = serde_json::to_string(ids)?;
-        let Pool::Postgres(pool) = self.backend() else {
-            unreachable!("only a shared store claims");
-        };
-        // A claim need not survive a crash of the database (its rows would simply be
-        // unclaimed, and sent again with the same id): no waiting for the WAL's fsync,
-        // which, one per dispatch round, capped delivery at about 600 events/s.
-        let mut tx = pool.begin().await?;
-        sqlx::query("SET LOCAL synchronous_commit = off")
-            .execute(&mut *tx)
-            .await?;
+        let pool = self
+            .claims_pool()
+            .expect("a shared store has a claims pool");
         let won: Vec<(i64,)> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
             .bind(self.instance())
             .bind(now + lease_ms)
             .bind(ids)
             .bind(now)
-            .fetch_all(&mut *tx)
+            .fetch_all(pool)
             .await?;
-        tx.commit().await?;
         Ok(won.into_iter().map(|(id,)| id).collect())
     }
 
