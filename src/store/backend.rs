@@ -43,6 +43,8 @@ pub struct Store {
     /// with the same id, never a lost event). One such wait per dispatch round capped
     /// delivery at about 600 events/s.
     claims: Option<PgPool>,
+    /// SQLite: the held lock on `<file>.lock` that keeps a second bridge off this file.
+    _owner: Option<Arc<std::fs::File>>,
     /// Names this process in the claims it takes on a shared store.
     instance: Arc<str>,
 }
@@ -86,15 +88,18 @@ impl Store {
     /// Opens the store at `url` (`sqlite://PATH` or `postgres://...`), creating the
     /// database if it does not exist, and runs pending migrations.
     pub async fn open(url: &str, max_connections: u32) -> Result<Store, StoreError> {
-        let (pool, claims) = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            let (pool, claims) = open_postgres(url, max_connections).await?;
-            (Pool::Postgres(pool), Some(claims))
-        } else {
-            (Pool::Sqlite(open_sqlite(url).await?), None)
-        };
+        let (pool, claims, owner) =
+            if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+                let (pool, claims) = open_postgres(url, max_connections).await?;
+                (Pool::Postgres(pool), Some(claims), None)
+            } else {
+                let (pool, owner) = open_sqlite(url).await?;
+                (Pool::Sqlite(pool), None, owner.map(Arc::new))
+            };
         let store = Store {
             pool,
             claims,
+            _owner: owner,
             instance: instance_name().into(),
         };
         // PostgreSQL's migrator holds an advisory lock while it runs: bridges starting
@@ -180,6 +185,7 @@ impl Store {
         Store {
             pool: self.pool.clone(),
             claims: self.claims.clone(),
+            _owner: self._owner.clone(),
             instance: format!("{}-other", self.instance).into(),
         }
     }
@@ -211,8 +217,10 @@ impl Tx {
     }
 }
 
-async fn open_sqlite(url: &str) -> Result<SqlitePool, StoreError> {
-    let options = SqliteConnectOptions::from_str(url)?
+async fn open_sqlite(url: &str) -> Result<(SqlitePool, Option<std::fs::File>), StoreError> {
+    let options = SqliteConnectOptions::from_str(url)?;
+    let owner = own_sqlite_file(options.get_filename())?;
+    let options = options
         .create_if_missing(true)
         .journal_mode(SqliteJournalMode::Wal)
         // An fsync per commit: a 200 to LiveKit means the event survives power loss.
@@ -223,13 +231,37 @@ async fn open_sqlite(url: &str) -> Result<SqlitePool, StoreError> {
         .pragma("wal_autocheckpoint", "0")
         // A WAL that grew during a burst is cut back to this size once it restarts.
         .pragma("journal_size_limit", "67108864");
-    Ok(SqlitePoolOptions::new()
+    let pool = SqlitePoolOptions::new()
         .max_connections(4)
         // A local file does not go stale like a network connection: pinging it before
         // each use only added a round trip to every transaction.
         .test_before_acquire(false)
         .connect_with(options)
-        .await?)
+        .await?;
+    Ok((pool, owner))
+}
+
+/// Takes an exclusive lock on `<file>.lock`, held for the store's life (the kernel lets
+/// go when the process dies, however it dies). Two bridges on one SQLite file would
+/// both send every event: nothing claims rows there.
+fn own_sqlite_file(db: &std::path::Path) -> Result<Option<std::fs::File>, StoreError> {
+    if db.as_os_str().is_empty() || db.as_os_str() == ":memory:" {
+        return Ok(None);
+    }
+    let mut lock_path = db.as_os_str().to_owned();
+    lock_path.push(".lock");
+    let lock_path = std::path::PathBuf::from(lock_path);
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|e| StoreError::Lock(lock_path.clone(), e.to_string()))?;
+    match file.try_lock() {
+        Ok(()) => Ok(Some(file)),
+        Err(std::fs::TryLockError::WouldBlock) => Err(StoreError::InUse(db.to_owned(), lock_path)),
+        Err(std::fs::TryLockError::Error(e)) => Err(StoreError::Lock(lock_path, e.to_string())),
+    }
 }
 
 async fn open_postgres(url: &str, max_connections: u32) -> Result<(PgPool, PgPool), StoreError> {
@@ -374,6 +406,22 @@ mod tests {
             "postgres://bridge@db/vk"
         );
         assert_eq!(redact_url("sqlite://bridge.db"), "sqlite://bridge.db");
+    }
+
+    #[tokio::test]
+    async fn a_sqlite_file_belongs_to_one_bridge_at_a_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("one.db").display());
+        let first = Store::open(&url, 4).await.unwrap();
+        let second = Store::open(&url, 4).await.unwrap_err().to_string();
+        assert!(
+            second.contains("another process uses the SQLite store"),
+            "{second}"
+        );
+        assert!(second.contains("PostgreSQL"), "{second}");
+        first.close().await;
+        drop(first);
+        Store::open(&url, 4).await.unwrap();
     }
 
     #[test]

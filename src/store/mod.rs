@@ -34,6 +34,13 @@ pub enum StoreError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("stored call state is corrupt: {0}")]
     Corrupt(#[from] serde_json::Error),
+    #[error(
+        "another process uses the SQLite store {0} (it holds {1}): run one bridge per \
+         SQLite file; several bridges share a PostgreSQL store"
+    )]
+    InUse(std::path::PathBuf, std::path::PathBuf),
+    #[error("cannot lock {0}: {1}")]
+    Lock(std::path::PathBuf, String),
 }
 
 pub fn now_ms() -> i64 {
