@@ -3,7 +3,7 @@
 //! LiveKit events, VoiceKit events and every attempt (status, latency, the first 4 KiB
 //! of the response), retries one delivery and replays a workflow's failed ones in a time
 //! range (same `webhook-id` and bytes as before, nothing outside the range), answers bad
-//! input with 400/404, and wants the bearer token when one is configured (a non-loopback
+//! input with 400/404/422, and wants the bearer token when one is configured (a non-loopback
 //! listener without one is refused by `check-config`). The `calls` and `deliveries`
 //! commands do the same through that API and say so when the daemon is not running, and
 //! `send-test-event` posts a VoiceKit envelope that an independent Standard Webhooks
@@ -427,7 +427,7 @@ async fn replay_outside_the_time_range_or_of_another_workflow_puts_nothing_back(
 }
 
 #[tokio::test]
-async fn bad_operator_requests_get_400_or_404_with_an_error() {
+async fn bad_operator_requests_get_400_404_or_422_with_an_error() {
     let receiver = Receiver::start().await;
     let daemon = Daemon::start(&config(&receiver.url(HOOK_PATH), "127.0.0.1:0").toml()).await;
     let ok_range = |workflow: &str| json!({"workflow": workflow, "since": "2025-01-01T00:00:00Z", "until": "2030-01-01T00:00:00Z"});
@@ -468,6 +468,18 @@ async fn bad_operator_requests_get_400_or_404_with_an_error() {
             .await,
         ),
         ("unknown call", 404, api_get(&daemon, "/api/calls/999").await),
+        ("call id not a number", 400, api_get(&daemon, "/api/calls/abc").await),
+        ("limit not a number", 400, api_get(&daemon, "/api/calls?limit=many").await),
+        (
+            "delivery id not a number",
+            400,
+            api_post(&daemon, "/api/deliveries/abc/retry", &json!({})).await,
+        ),
+        (
+            "replay body without a workflow",
+            422,
+            api_post(&daemon, "/api/deliveries/replay", &json!({"since": "2025-01-01T00:00:00Z"})).await,
+        ),
         (
             "unknown delivery",
             404,

@@ -6,7 +6,10 @@ use std::sync::Arc;
 
 use axum::{
     Json, Router,
-    extract::{Path, Query, Request, State},
+    extract::{
+        Path, Query, Request, State,
+        rejection::{JsonRejection, PathRejection, QueryRejection},
+    },
     http::{StatusCode, header},
     middleware::{self, Next},
     response::{IntoResponse, Response},
@@ -87,6 +90,20 @@ impl From<StoreError> for ApiError {
     }
 }
 
+/// A path, query or body axum could not read (a non-numeric id, a malformed replay
+/// body) gets the same `{"error": ...}` shape as every other failure, with axum's reason.
+macro_rules! rejection_is_api_error {
+    ($($rejection:ty),*) => {$(
+        impl From<$rejection> for ApiError {
+            fn from(r: $rejection) -> ApiError {
+                ApiError(r.status(), r.body_text())
+            }
+        }
+    )*};
+}
+
+rejection_is_api_error!(PathRejection, QueryRejection, JsonRejection);
+
 type ApiResult = Result<Json<serde_json::Value>, ApiError>;
 
 #[derive(Deserialize)]
@@ -95,7 +112,11 @@ struct CallsQuery {
     limit: Option<i64>,
 }
 
-async fn list_calls(State(s): State<Arc<OperatorState>>, Query(q): Query<CallsQuery>) -> ApiResult {
+async fn list_calls(
+    State(s): State<Arc<OperatorState>>,
+    q: Result<Query<CallsQuery>, QueryRejection>,
+) -> ApiResult {
+    let Query(q) = q?;
     let calls = s
         .store
         .list_calls(q.phase.as_deref(), q.limit.unwrap_or(50).clamp(1, 1000))
@@ -103,7 +124,11 @@ async fn list_calls(State(s): State<Arc<OperatorState>>, Query(q): Query<CallsQu
     Ok(Json(json!({ "calls": calls })))
 }
 
-async fn show_call(State(s): State<Arc<OperatorState>>, Path(id): Path<i64>) -> ApiResult {
+async fn show_call(
+    State(s): State<Arc<OperatorState>>,
+    id: Result<Path<i64>, PathRejection>,
+) -> ApiResult {
+    let Path(id) = id?;
     match s.store.call_detail(id).await? {
         Some(detail) => Ok(Json(
             serde_json::to_value(detail).map_err(StoreError::from)?,
@@ -130,8 +155,9 @@ fn workflow_id(s: &OperatorState, slug: &str) -> Result<i64, ApiError> {
 
 async fn list_deliveries(
     State(s): State<Arc<OperatorState>>,
-    Query(q): Query<DeliveriesQuery>,
+    q: Result<Query<DeliveriesQuery>, QueryRejection>,
 ) -> ApiResult {
+    let Query(q) = q?;
     if let Some(status) = q.status.as_deref()
         && !matches!(status, "pending" | "delivered" | "failed")
     {
@@ -153,7 +179,11 @@ async fn list_deliveries(
     Ok(Json(json!({ "deliveries": deliveries })))
 }
 
-async fn retry(State(s): State<Arc<OperatorState>>, Path(id): Path<i64>) -> ApiResult {
+async fn retry(
+    State(s): State<Arc<OperatorState>>,
+    id: Result<Path<i64>, PathRejection>,
+) -> ApiResult {
+    let Path(id) = id?;
     if !s.store.retry_now(id).await? {
         return Err(ApiError(StatusCode::NOT_FOUND, format!("no delivery {id}")));
     }
@@ -180,7 +210,11 @@ fn parse_time(field: &str, value: &str) -> Result<i64, ApiError> {
         })
 }
 
-async fn replay(State(s): State<Arc<OperatorState>>, Json(r): Json<ReplayRequest>) -> ApiResult {
+async fn replay(
+    State(s): State<Arc<OperatorState>>,
+    r: Result<Json<ReplayRequest>, JsonRejection>,
+) -> ApiResult {
+    let Json(r) = r?;
     let workflow = workflow_id(&s, &r.workflow)?;
     let since = parse_time("since", &r.since)?;
     let until = parse_time("until", &r.until)?;
