@@ -80,16 +80,17 @@ pub async fn run_with(config: Config, options: RunOptions) -> anyhow::Result<()>
         })?;
     let workflows: SharedWorkflows =
         Arc::new(arc_swap::ArcSwap::from_pointee(config.workflows.clone()));
+    let wake = Arc::new(Notify::new());
     let reloader = options.config_path.map(|path| {
         reload::Reloader::new(
             path,
             config.clone(),
             workflows.clone(),
             options.set_log_level,
+            wake.clone(),
         )
     });
     let ops_store = store.clone();
-    let wake = Arc::new(Notify::new());
     let (ingestor, writer) = Ingestor::start(store.clone(), workflows.clone(), wake.clone());
     let recordings = Recordings::new(config.recordings.clone()).await;
     let livekit = LiveKitApi::new(config.livekit.url.clone(), config.livekit.keys[0].clone());

@@ -34,6 +34,9 @@ pub struct Reloader {
     running: Config,
     workflows: SharedWorkflows,
     set_log_level: Option<LogLevelSetter>,
+    /// Woken after a swap: the worker sends to the new endpoints at once, and checks
+    /// whether pending deliveries lost their workflow.
+    delivery: Arc<tokio::sync::Notify>,
 }
 
 impl Reloader {
@@ -43,12 +46,14 @@ impl Reloader {
         running: Config,
         workflows: SharedWorkflows,
         set_log_level: Option<LogLevelSetter>,
+        delivery: Arc<tokio::sync::Notify>,
     ) -> Reloader {
         Reloader {
             path,
             running,
             workflows,
             set_log_level,
+            delivery,
         }
     }
 
@@ -65,6 +70,7 @@ impl Reloader {
             }
         }
         self.workflows.store(Arc::new(new.workflows.clone()));
+        self.delivery.notify_one();
         self.running.workflows = new.workflows;
         Ok(Reloaded {
             workflows: self.running.workflows.len(),
@@ -183,7 +189,13 @@ events_webhook_url = "https://one.example.com/hook"
             levels.lock().unwrap().push(level.to_owned());
             Ok(())
         });
-        let r = Reloader::new(path, config, workflows.clone(), Some(set));
+        let r = Reloader::new(
+            path,
+            config,
+            workflows.clone(),
+            Some(set),
+            Arc::new(tokio::sync::Notify::new()),
+        );
         (r, workflows)
     }
 

@@ -3,7 +3,8 @@
 //! SIGTERM) to a real unix datagram socket standing in for systemd; SIGTERM finishes an
 //! in-flight request and an in-flight delivery and exits 0; SIGHUP swaps in the
 //! workflows of a rewritten config file without dropping a request and keeps the old
-//! ones when the file is bad; `api_secret_file` may name `${CREDENTIALS_DIRECTORY}`
+//! ones when the file is bad, and warns when a reload leaves pending deliveries without
+//! their workflow; `api_secret_file` may name `${CREDENTIALS_DIRECTORY}`
 //! (where systemd puts `LoadCredential=` files); and `[log] format = "json"` writes one
 //! JSON object per line with no secret in it.
 
@@ -11,7 +12,7 @@ mod support;
 
 use std::time::Duration;
 
-use support::config::{API_KEY, API_SECRET};
+use support::config::{API_KEY, API_SECRET, WORKFLOW_ID};
 use support::lk;
 use support::{Daemon, Receiver, Reply, TestConfig, poll, signer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -255,6 +256,39 @@ async fn sighup_swaps_the_workflow_endpoint_and_a_bad_file_keeps_the_old_one() {
     post_ok(&daemon, &lk::agent_joined(&lk::mapped_room())).await;
     assert_eq!(two.next(WAIT).await.json()["event"], "call_started");
     one.expect_nothing(Duration::from_millis(300)).await;
+}
+
+#[tokio::test]
+async fn a_reload_that_drops_a_workflow_with_pending_deliveries_says_so() {
+    let mut receiver = Receiver::start_with(vec![503]).await;
+    let mut config = TestConfig::new(&receiver.url("/hook"));
+    config.retry_schedule_secs = "[600]";
+    let daemon = Daemon::start(&config.toml()).await;
+    post_ok(&daemon, &lk::agent_joined(&lk::mapped_room())).await;
+    assert_eq!(receiver.next(WAIT).await.json()["event"], "call_started");
+
+    // The workflow's id changes: its pending call_started has no workflow any more.
+    let renumbered = config
+        .toml()
+        .replace(&format!("id = {WORKFLOW_ID}\n"), "id = 999\n");
+    assert_ne!(renumbered, config.toml());
+    std::fs::write(daemon.config_path(), renumbered).expect("rewrite the config");
+    reload(&daemon, "configuration reloaded").await;
+    daemon
+        .wait_for_stderr("belong to a workflow that is not configured", WAIT)
+        .await;
+    let line = daemon
+        .stderr_text()
+        .lines()
+        .find(|l| l.contains("not configured"))
+        .map(str::to_owned)
+        .expect("warning line");
+    assert!(line.contains("WARN"), "{line}");
+    assert!(
+        line.contains(&format!("workflow_id={WORKFLOW_ID}")),
+        "{line}"
+    );
+    assert!(line.contains("pending=1"), "{line}");
 }
 
 #[tokio::test]

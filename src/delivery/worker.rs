@@ -186,7 +186,13 @@ impl Worker {
         // Read the outbox again rather than trust the windows: new rows were queued,
         // or a sleep ended (a retry may be due).
         let mut reread = true;
+        let mut checked: Option<Arc<Vec<Workflow>>> = None;
         while !shutdown.is_shutdown() {
+            let workflows = self.inner.workflows.load_full();
+            if !checked.as_ref().is_some_and(|c| Arc::ptr_eq(c, &workflows)) {
+                self.inner.warn_of_unconfigured(&workflows).await;
+                checked = Some(workflows);
+            }
             if dispatch {
                 let round = self.inner.dispatch(&mut tasks, &mut windows, reread).await;
                 let sleep = match round {
@@ -372,6 +378,28 @@ impl Inner {
             });
         }
         Ok(())
+    }
+
+    /// Says so, at start and after each reload, when pending deliveries belong to a
+    /// workflow the configuration no longer has: nothing sends them (their endpoint is
+    /// unknown) until it is configured again, and the outbox's oldest pending age grows.
+    async fn warn_of_unconfigured(&self, workflows: &[Workflow]) {
+        let pending = match self.store.pending_by_workflow().await {
+            Ok(pending) => pending,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not count pending deliveries per workflow");
+                return;
+            }
+        };
+        for (workflow_id, count) in pending {
+            if !workflows.iter().any(|w| w.id == workflow_id) {
+                tracing::warn!(
+                    workflow_id,
+                    pending = count,
+                    "pending deliveries belong to a workflow that is not configured: they wait until it is configured again"
+                );
+            }
+        }
     }
 
     /// Undoes the in-flight reservation of a row that will not be sent this round.

@@ -185,6 +185,15 @@ impl Store {
         Ok(at)
     }
 
+    /// How many deliveries are pending, per workflow.
+    pub async fn pending_by_workflow(&self) -> Result<Vec<(i64, i64)>, StoreError> {
+        Ok(on_pool!(self, p => sqlx::query_as(
+            "SELECT workflow_id, COUNT(*) FROM outbox WHERE status = 'pending'
+             GROUP BY workflow_id ORDER BY workflow_id")
+            .fetch_all(p)
+            .await?))
+    }
+
     /// Marks every pending event of these workflows failed (the endpoint said 410 Gone).
     pub async fn fail_pending(&self, workflow_ids: &[i64], error: &str) -> Result<u64, StoreError> {
         let sql = format!(
