@@ -221,6 +221,14 @@ impl Worker {
                 _ = shutdown.wait() => (true, false),
             };
         }
+        // What was read but not sent goes back to the other bridges at once.
+        let unsent: Vec<i64> = windows
+            .values()
+            .flat_map(|w| w.rows.iter().map(|r| r.id))
+            .collect();
+        if let Err(e) = self.inner.store.release(&unsent).await {
+            tracing::warn!(error = %e, "could not release delivery claims; they lapse with their lease");
+        }
         if !tasks.is_empty() {
             tracing::info!(in_flight = tasks.len(), "waiting for in-flight deliveries");
         }
@@ -255,11 +263,18 @@ impl Inner {
             return Ok(());
         }
         let workflows = self.workflows.load_full();
+        let gone: Vec<i64> = windows
+            .iter()
+            .filter(|(id, _)| !workflows.iter().any(|w| w.id == **id))
+            .flat_map(|(_, window)| window.rows.iter().map(|r| r.id))
+            .collect();
         windows.retain(|id, _| workflows.iter().any(|w| w.id == *id));
+        self.store.release(&gone).await?;
         let now = Instant::now();
         let per_endpoint = self.config.per_endpoint_concurrency;
         let mut cleared = false;
         let mut chosen = Vec::new();
+        let mut failed = None;
         for w in workflows.iter() {
             if tasks.len() + chosen.len() >= capacity {
                 break;
@@ -289,23 +304,15 @@ impl Inner {
                         .clear();
                     cleared = true;
                 }
-                // Rows in flight are still pending and come first: read past all of
-                // them, including those whose request is over but whose outcome is
-                // still being committed (they no longer hold a slot).
-                let limit = (unsettled + WINDOW_ROWS) as i64;
-                let rows = self
-                    .store
-                    .due_for_workflow(now_ms(), w.id, hooks_only, limit)
-                    .await?;
-                let in_flight = self.in_flight.lock().expect("in-flight lock");
-                window.rows = rows
-                    .into_iter()
-                    .filter(|r| {
-                        !in_flight.ids.contains(&r.id) && !in_flight.finished.contains(&r.id)
-                    })
-                    .collect();
-                window.read_at = Some(now);
-                window.hooks_only = hooks_only;
+                // A failed read ends the round, but what it already chose is sent:
+                // those rows are reserved as in flight.
+                if let Err(e) = self
+                    .read_window(window, w.id, hooks_only, unsettled, now)
+                    .await
+                {
+                    failed = Some(e);
+                    break;
+                }
             }
             let mut kept = VecDeque::with_capacity(window.rows.len());
             for row in window.rows.drain(..) {
@@ -345,27 +352,7 @@ impl Inner {
             }
             window.rows = kept;
         }
-        if chosen.is_empty() {
-            return Ok(());
-        }
-        // On a shared store another bridge may have read the same rows: only those this
-        // one claims are sent; the others are that bridge's now.
-        let ids: Vec<i64> = chosen.iter().map(|(row, _, _)| row.id).collect();
-        let lease = self.config.claim_lease().as_millis() as i64;
-        let won = match self.store.claim(&ids, now_ms(), lease).await {
-            Ok(won) => won,
-            Err(e) => {
-                for (row, _, endpoint) in &chosen {
-                    self.unreserve(row.id, endpoint);
-                }
-                return Err(e);
-            }
-        };
         for (row, target, endpoint) in chosen {
-            if !won.contains(&row.id) {
-                self.unreserve(row.id, &endpoint);
-                continue;
-            }
             let inner = self.clone();
             tasks.spawn(async move {
                 let id = row.id;
@@ -377,6 +364,49 @@ impl Inner {
                 in_flight.finished.insert(id);
             });
         }
+        failed.map_or(Ok(()), Err)
+    }
+
+    /// Reads a workflow's due rows into its window. On a shared store the window is
+    /// claimed as it is read (this instance's own claims renewed): another bridge may
+    /// have read the same rows, and only what this one wins is its to send. Rows that
+    /// left the window are released.
+    async fn read_window(
+        &self,
+        window: &mut Window,
+        workflow_id: i64,
+        hooks_only: bool,
+        unsettled: usize,
+        now: Instant,
+    ) -> Result<(), StoreError> {
+        // Rows in flight are still pending and come first: read past all of
+        // them, including those whose request is over but whose outcome is
+        // still being committed (they no longer hold a slot).
+        let limit = (unsettled + WINDOW_ROWS) as i64;
+        let read_at = now_ms();
+        let rows = self
+            .store
+            .due_for_workflow(read_at, workflow_id, hooks_only, limit)
+            .await?;
+        let rows: Vec<OutboxRow> = {
+            let in_flight = self.in_flight.lock().expect("in-flight lock");
+            rows.into_iter()
+                .filter(|r| !in_flight.ids.contains(&r.id) && !in_flight.finished.contains(&r.id))
+                .collect()
+        };
+        let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
+        let lease = self.config.claim_lease().as_millis() as i64;
+        let won = self.store.claim(&ids, read_at, lease).await?;
+        let dropped: Vec<i64> = window
+            .rows
+            .iter()
+            .map(|r| r.id)
+            .filter(|id| !won.contains(id))
+            .collect();
+        self.store.release(&dropped).await?;
+        window.rows = rows.into_iter().filter(|r| won.contains(&r.id)).collect();
+        window.read_at = Some(now);
+        window.hooks_only = hooks_only;
         Ok(())
     }
 
@@ -399,15 +429,6 @@ impl Inner {
                     "pending deliveries belong to a workflow that is not configured: they wait until it is configured again"
                 );
             }
-        }
-    }
-
-    /// Undoes the in-flight reservation of a row that will not be sent this round.
-    fn unreserve(&self, id: i64, endpoint: &str) {
-        let mut in_flight = self.in_flight.lock().expect("in-flight lock");
-        in_flight.ids.remove(&id);
-        if let Some(busy) = in_flight.per_endpoint.get_mut(endpoint) {
-            *busy = busy.saturating_sub(1);
         }
     }
 

@@ -109,11 +109,12 @@ impl Store {
         hooks_only: bool,
         limit: i64,
     ) -> Result<Vec<OutboxRow>, StoreError> {
-        // A row another instance claimed is skipped until its lease runs out.
+        // A row another instance claimed is skipped until its lease runs out; this
+        // instance's own claims are its to send.
         let sql = format!(
             "SELECT {ROW} FROM outbox o
              WHERE o.workflow_id = $1 AND o.status = 'pending' AND o.next_attempt_at <= $2
-               AND (o.claimed_until IS NULL OR o.claimed_until <= $2)
+               AND (o.claimed_until IS NULL OR o.claimed_until <= $2 OR o.claimed_by = $6)
                AND ($3 = 0 OR o.event_type = $4)
                AND NOT EXISTS (SELECT 1 FROM outbox e
                                WHERE e.call_id = o.call_id AND e.seq < o.seq AND e.seq > 0
@@ -126,15 +127,17 @@ impl Store {
             .bind(i64::from(hooks_only))
             .bind(HOOK_EVENT)
             .bind(limit)
+            .bind(self.instance())
             .fetch_all(p)
             .await?))
     }
 
     /// Claims these due rows for this instance until `now + lease`, and returns those
     /// it won: a row another instance claimed meanwhile (and whose lease still runs) is
-    /// not won. One statement for all of them; the update re-checks each row under its
-    /// lock, so of two instances racing for a row exactly one gets it. A store only this
-    /// process uses needs no claims: every row is won, with no write.
+    /// not won; one this instance holds is won again, its lease renewed. One statement
+    /// for all of them; the update re-checks each row under its lock, so of two
+    /// instances racing for a row exactly one gets it. A store only this process uses
+    /// needs no claims: every row is won, with no write.
     pub async fn claim(
         &self,
         ids: &[i64],
@@ -146,7 +149,8 @@ impl Store {
         }
         let sql = format!(
             "UPDATE outbox SET claimed_by = $1, claimed_until = $2
-             WHERE {} AND status = 'pending' AND (claimed_until IS NULL OR claimed_until <= $4)
+             WHERE {} AND status = 'pending'
+               AND (claimed_until IS NULL OR claimed_until <= $4 OR claimed_by = $1)
              RETURNING id",
             in_values(self.dialect(), "id", "$3", true, false)
         );
@@ -162,6 +166,25 @@ impl Store {
             .fetch_all(pool)
             .await?;
         Ok(won.into_iter().map(|(id,)| id).collect())
+    }
+
+    /// Gives up this instance's claims on these rows (read but not sent), so other
+    /// instances need not wait for the lease.
+    pub async fn release(&self, ids: &[i64]) -> Result<(), StoreError> {
+        let Some(pool) = self.claims_pool().filter(|_| !ids.is_empty()) else {
+            return Ok(());
+        };
+        let sql = format!(
+            "UPDATE outbox SET claimed_by = NULL, claimed_until = NULL
+             WHERE {} AND claimed_by = $1 AND status = 'pending'",
+            in_values(self.dialect(), "id", "$2", true, false)
+        );
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(self.instance())
+            .bind(serde_json::to_string(ids)?)
+            .execute(pool)
+            .await?;
+        Ok(())
     }
 
     /// When the next pending row of an unpaused workflow falls due after `now`.
@@ -388,13 +411,26 @@ mod tests {
         let now = now_ms();
         assert_eq!(b.claim(&[started], now, 1000).await.unwrap(), [started]);
         assert!(a.claim(&[started], now, 1000).await.unwrap().is_empty());
-        // Claimed elsewhere, and holding up its call's next event.
+        // Claimed elsewhere, and holding up its call's next event; the holder sees it,
+        // and claiming it again renews its lease.
         assert!(
             a.due_for_workflow(now, 7, false, 10)
                 .await
                 .unwrap()
                 .is_empty()
         );
+        assert_eq!(
+            b.due_for_workflow(now, 7, false, 10).await.unwrap().len(),
+            1
+        );
+        assert_eq!(b.claim(&[started], now, 1000).await.unwrap(), [started]);
+        // Released, it is anyone's again; then B takes it back.
+        b.release(&[started]).await.unwrap();
+        assert_eq!(
+            a.due_for_workflow(now, 7, false, 10).await.unwrap().len(),
+            1
+        );
+        assert_eq!(b.claim(&[started], now, 1000).await.unwrap(), [started]);
 
         // B died: once the lease is over the row is A's to take.
         let later = now + 1001;
