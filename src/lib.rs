@@ -123,6 +123,7 @@ pub async fn run_with(config: Config, options: RunOptions) -> anyhow::Result<()>
         ops_store.clone(),
         shutdown.clone(),
     ));
+    tokio::spawn(store::keep_vacuumed(ops_store.clone(), shutdown.clone()));
     tokio::spawn(store::keep_pruned(
         ops_store.clone(),
         Duration::from_secs_f64(config.store.retention_days * 86_400.0),

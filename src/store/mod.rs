@@ -10,6 +10,7 @@ mod observe;
 mod operator;
 mod outbox;
 mod prune;
+mod vacuum;
 
 use std::collections::{HashMap, HashSet};
 
@@ -22,6 +23,7 @@ pub use outbox::{
     Attempt, AttemptOutcome, DeliveryStatus, HOOK_EVENT, NewDelivery, OutboxRow, enqueue,
 };
 pub use prune::{Pruned, keep_pruned};
+pub use vacuum::keep_vacuumed;
 
 use crate::call::CallState;
 use backend::{on_pool, on_tx, rows_of};
