@@ -66,7 +66,6 @@ pub async fn keep_vacuumed(store: Store, mut shutdown: crate::shutdown::Shutdown
 
 #[cfg(test)]
 mod tests {
-    use super::*;
 
     #[tokio::test]
     async fn postgres_tables_can_be_vacuumed_by_the_bridge() {
