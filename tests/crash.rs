@@ -6,7 +6,7 @@
 
 mod support;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -93,54 +93,9 @@ fn identify(body: &Value, calls: usize) -> Option<Identified> {
 /// on an event arriving under two webhook-ids or with different bytes, and on two events
 /// sharing a webhook-id.
 fn group(received: &[Received], calls: usize) -> BTreeMap<(usize, Kind), Vec<Received>> {
-    let mut events: BTreeMap<(usize, Kind), Vec<Received>> = BTreeMap::new();
-    for r in received {
-        let body = r.json();
-        let who = identify(&body, calls)
-            .unwrap_or_else(|| panic!("a delivery no posted webhook caused: {}", r.text()));
-        assert_eq!(body["data"]["workflow_slug"], "customer-support", "{body}");
-        events
-            .entry((who.call, who.kind))
-            .or_default()
-            .push(r.clone());
-    }
-    let mut owners: HashMap<String, (usize, Kind)> = HashMap::new();
-    for (event, copies) in &events {
-        let id = copies[0]
-            .header("webhook-id")
-            .expect("webhook-id")
-            .to_owned();
-        for copy in copies {
-            assert_eq!(
-                copy.header("webhook-id"),
-                Some(id.as_str()),
-                "{event:?}: one webhook-id for all copies"
-            );
-            assert_eq!(
-                copy.body, copies[0].body,
-                "{event:?}: same bytes every time"
-            );
-        }
-        if let Some(other) = owners.insert(id.clone(), *event) {
-            panic!("{event:?} and {other:?} share webhook-id {id}");
-        }
-    }
-    // A call's two events name one call id, and calls do not share one.
-    let mut call_ids: BTreeMap<usize, i64> = BTreeMap::new();
-    for ((call, _), copies) in &events {
-        let call_id = copies[0].json()["data"]["call_id"]
-            .as_i64()
-            .expect("call_id");
-        let known = *call_ids.entry(*call).or_insert(call_id);
-        assert_eq!(known, call_id, "call {call}: one call_id for its events");
-    }
-    let distinct: BTreeSet<i64> = call_ids.values().copied().collect();
-    assert_eq!(
-        distinct.len(),
-        call_ids.len(),
-        "calls share a call_id: {call_ids:?}"
-    );
-    events
+    support::receiver::group_by_event(received, |body| {
+        identify(body, calls).map(|who| (who.call, who.kind))
+    })
 }
 
 /// Waits until the daemon has no pending delivery; panics if one failed.

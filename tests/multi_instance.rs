@@ -88,47 +88,7 @@ fn identify(body: &Value) -> Option<(usize, Kind)> {
 /// on copies of one event with different webhook-ids or bytes, on two events sharing a
 /// webhook-id, and on calls sharing a call_id.
 fn group(received: &[Received]) -> BTreeMap<(usize, Kind), Vec<Received>> {
-    let mut events: BTreeMap<(usize, Kind), Vec<Received>> = BTreeMap::new();
-    for r in received {
-        let body = r.json();
-        let who =
-            identify(&body).unwrap_or_else(|| panic!("a delivery no webhook caused: {}", r.text()));
-        assert_eq!(body["data"]["workflow_slug"], "customer-support", "{body}");
-        events.entry(who).or_default().push(r.clone());
-    }
-    let mut owners: HashMap<String, (usize, Kind)> = HashMap::new();
-    for (event, copies) in &events {
-        let id = webhook_id(&copies[0]);
-        for copy in copies {
-            assert_eq!(
-                webhook_id(copy),
-                id,
-                "{event:?} was created twice: it arrived under two webhook-ids"
-            );
-            assert_eq!(
-                copy.body, copies[0].body,
-                "{event:?}: same bytes every time"
-            );
-        }
-        if let Some(other) = owners.insert(id.clone(), *event) {
-            panic!("{event:?} and {other:?} share webhook-id {id}");
-        }
-    }
-    let mut call_ids: BTreeMap<usize, i64> = BTreeMap::new();
-    for ((call, _), copies) in &events {
-        let call_id = copies[0].json()["data"]["call_id"]
-            .as_i64()
-            .expect("call_id");
-        let known = *call_ids.entry(*call).or_insert(call_id);
-        assert_eq!(known, call_id, "call {call}: one call_id for its events");
-    }
-    let distinct: BTreeSet<i64> = call_ids.values().copied().collect();
-    assert_eq!(
-        distinct.len(),
-        call_ids.len(),
-        "calls share a call_id (a room made two calls?): {call_ids:?}"
-    );
-    events
+    support::receiver::group_by_event(received, identify)
 }
 
 fn webhook_id(r: &Received) -> String {

@@ -76,18 +76,31 @@ pub async fn lock_for_ingest(tx: &mut Tx, keys: &[&str]) -> Result<(), StoreErro
     Ok(())
 }
 
-/// The ids among `event_ids` that were accepted before.
-pub async fn seen_events(tx: &mut Tx, event_ids: &[&str]) -> Result<HashSet<String>, StoreError> {
+/// One text column of the rows whose `key` column is among `keys`: the ingest writer's
+/// two lookups of a whole batch (seen event ids, the rooms' calls) in one statement each.
+async fn column_where_in(
+    tx: &mut Tx,
+    column: &str,
+    table: &str,
+    key: &str,
+    keys: &[&str],
+) -> Result<Vec<String>, StoreError> {
     let sql = format!(
-        "SELECT event_id FROM inbound_events WHERE {}",
-        backend::in_values(tx.dialect(), "event_id", "$1", false, false)
+        "SELECT {column} FROM {table} WHERE {}",
+        backend::in_values(tx.dialect(), key, "$1", false, false)
     );
-    let ids = serde_json::to_string(event_ids)?;
+    let keys = serde_json::to_string(keys)?;
     let rows: Vec<(String,)> = on_tx!(tx, c => sqlx::query_as(sqlx::AssertSqlSafe(sql))
-        .bind(ids)
+        .bind(keys)
         .fetch_all(&mut *c)
         .await?);
-    Ok(rows.into_iter().map(|(id,)| id).collect())
+    Ok(rows.into_iter().map(|(v,)| v).collect())
+}
+
+/// The ids among `event_ids` that were accepted before.
+pub async fn seen_events(tx: &mut Tx, event_ids: &[&str]) -> Result<HashSet<String>, StoreError> {
+    let seen = column_where_in(tx, "event_id", "inbound_events", "event_id", event_ids).await?;
+    Ok(seen.into_iter().collect())
 }
 
 /// A LiveKit event to remember, with the call it touched (for the operator's view).
@@ -122,17 +135,10 @@ pub async fn remember_events(tx: &mut Tx, events: &[SeenEvent<'_>]) -> Result<()
 
 /// The calls of these rooms that exist.
 pub async fn calls_by_rooms(tx: &mut Tx, room_sids: &[&str]) -> Result<Vec<CallState>, StoreError> {
-    let sql = format!(
-        "SELECT state FROM calls WHERE {}",
-        backend::in_values(tx.dialect(), "room_sid", "$1", false, false)
-    );
-    let rooms = serde_json::to_string(room_sids)?;
-    let rows: Vec<(String,)> = on_tx!(tx, c => sqlx::query_as(sqlx::AssertSqlSafe(sql))
-        .bind(rooms)
-        .fetch_all(&mut *c)
-        .await?);
-    rows.into_iter()
-        .map(|(s,)| serde_json::from_str(&s).map_err(StoreError::from))
+    column_where_in(tx, "state", "calls", "room_sid", room_sids)
+        .await?
+        .iter()
+        .map(|s| serde_json::from_str(s).map_err(StoreError::from))
         .collect()
 }
 

@@ -231,3 +231,60 @@ async fn record(
     }
     (status, headers, reply.body).into_response()
 }
+
+/// What an endpoint got, grouped by event (`identify` names a body's call and event;
+/// `None` for a body no posted webhook explains, which panics). Also panics on copies of
+/// one event with different webhook-ids or bytes, on two events sharing a webhook-id,
+/// on another workflow's event, and on calls sharing a call_id: the checks of "every
+/// event created once" that the crash and several-instance tests share.
+pub fn group_by_event<K: Copy + Ord + std::fmt::Debug>(
+    received: &[Received],
+    identify: impl Fn(&serde_json::Value) -> Option<(usize, K)>,
+) -> std::collections::BTreeMap<(usize, K), Vec<Received>> {
+    use std::collections::{BTreeMap, BTreeSet, HashMap};
+    let mut events: BTreeMap<(usize, K), Vec<Received>> = BTreeMap::new();
+    for r in received {
+        let body = r.json();
+        let who = identify(&body)
+            .unwrap_or_else(|| panic!("a delivery no posted webhook caused: {}", r.text()));
+        assert_eq!(body["data"]["workflow_slug"], "customer-support", "{body}");
+        events.entry(who).or_default().push(r.clone());
+    }
+    let mut owners: HashMap<String, (usize, K)> = HashMap::new();
+    for (event, copies) in &events {
+        let id = copies[0]
+            .header("webhook-id")
+            .expect("webhook-id")
+            .to_owned();
+        for copy in copies {
+            assert_eq!(
+                copy.header("webhook-id"),
+                Some(id.as_str()),
+                "{event:?} was created twice: it arrived under two webhook-ids"
+            );
+            assert_eq!(
+                copy.body, copies[0].body,
+                "{event:?}: same bytes every time"
+            );
+        }
+        if let Some(other) = owners.insert(id.clone(), *event) {
+            panic!("{event:?} and {other:?} share webhook-id {id}");
+        }
+    }
+    // A call's events name one call id, and calls do not share one.
+    let mut call_ids: BTreeMap<usize, i64> = BTreeMap::new();
+    for ((call, _), copies) in &events {
+        let call_id = copies[0].json()["data"]["call_id"]
+            .as_i64()
+            .expect("call_id");
+        let known = *call_ids.entry(*call).or_insert(call_id);
+        assert_eq!(known, call_id, "call {call}: one call_id for its events");
+    }
+    let distinct: BTreeSet<i64> = call_ids.values().copied().collect();
+    assert_eq!(
+        distinct.len(),
+        call_ids.len(),
+        "calls share a call_id: {call_ids:?}"
+    );
+    events
+}
