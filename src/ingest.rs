@@ -1,9 +1,11 @@
 //! Accepting a verified LiveKit event: drop duplicates, find or create the call, run
 //! the state machine, and commit the result with its outgoing events.
 //!
-//! One writer task owns the write path. Requests queue to it and it commits whatever
-//! has queued in one transaction (group commit): one fsync serves many webhooks, and
-//! each request is answered only after the transaction holding its event committed.
+//! One writer owns the write path. Requests queue to it and it commits whatever has
+//! queued in one transaction (group commit): one fsync serves many webhooks, and each
+//! request is answered only after the transaction holding its event committed. On a
+//! SQLite file the writer is a thread with a connection of its own
+//! (`store::IngestConnection`); on PostgreSQL it is a task on the pool.
 
 use std::{collections::HashMap, sync::Arc};
 
@@ -14,7 +16,7 @@ use crate::{
     call::{CallState, EventKind, machine, workflow},
     config::{SharedWorkflows, Workflow},
     livekit::event::WebhookEvent,
-    store::{self, NewDelivery, Store, StoreError, Tx},
+    store::{self, IngestBatch, IngestConnection, NewDelivery, Store, StoreError},
 };
 
 /// The most events committed in one transaction.
@@ -52,19 +54,25 @@ pub struct Ingestor {
 }
 
 impl Ingestor {
-    /// Starts the writer task. `delivery` is woken whenever new events are queued.
+    /// Starts the writer. `delivery` is woken whenever new events are queued.
     pub fn start(
         store: Store,
         workflows: SharedWorkflows,
         delivery: Arc<Notify>,
-    ) -> (Ingestor, tokio::task::JoinHandle<()>) {
+    ) -> Result<(Ingestor, tokio::task::JoinHandle<()>), StoreError> {
         let (commands, rx) = mpsc::channel(4 * MAX_BATCH);
+        let own = store.ingest_connection()?;
         let writer = Writer {
             store,
             workflows,
             delivery,
         };
-        (Ingestor { commands }, tokio::spawn(writer.run(rx)))
+        let handle = match own {
+            // Its statements block on the disk: a thread of its own, not a runtime worker.
+            Some(conn) => tokio::task::spawn_blocking(move || writer.run_on(conn, rx)),
+            None => tokio::spawn(writer.run(rx)),
+        };
+        Ok((Ingestor { commands }, handle))
     }
 
     /// Commits `event` and everything it causes; returns once that is durable.
@@ -97,27 +105,50 @@ struct Writer {
 }
 
 impl Writer {
+    /// The writer on the store's pool (PostgreSQL).
     async fn run(self, mut rx: mpsc::Receiver<Command>) {
         let mut batch = Vec::with_capacity(MAX_BATCH);
         while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
-            match self.commit(&batch).await {
-                Ok(results) => {
-                    if results
-                        .iter()
-                        .any(|r| matches!(r, Accepted::Applied { emitted, .. } if *emitted > 0))
-                    {
-                        self.delivery.notify_one();
-                    }
-                    for (cmd, result) in batch.drain(..).zip(results) {
-                        let _ = cmd.reply.send(Ok(result));
-                    }
+            let result = self.commit(&batch).await;
+            self.answer(&mut batch, result);
+        }
+    }
+
+    /// The writer on its own SQLite connection, on a thread of its own.
+    fn run_on(self, mut conn: IngestConnection, mut rx: mpsc::Receiver<Command>) {
+        let mut batch = Vec::with_capacity(MAX_BATCH);
+        while let Some(first) = rx.blocking_recv() {
+            batch.push(first);
+            while batch.len() < MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(cmd) => batch.push(cmd),
+                    Err(_) => break,
                 }
-                Err(e) => {
-                    tracing::error!(error = %e, events = batch.len(), "could not commit webhook events; LiveKit will retry");
-                    let e = Arc::new(e);
-                    for cmd in batch.drain(..) {
-                        let _ = cmd.reply.send(Err(e.clone()));
-                    }
+            }
+            let result = self.commit_on(&mut conn, &batch);
+            self.answer(&mut batch, result);
+        }
+    }
+
+    /// Answers every request of the batch, and wakes delivery if it queued anything.
+    fn answer(&self, batch: &mut Vec<Command>, result: Result<Vec<Accepted>, StoreError>) {
+        match result {
+            Ok(results) => {
+                if results
+                    .iter()
+                    .any(|r| matches!(r, Accepted::Applied { emitted, .. } if *emitted > 0))
+                {
+                    self.delivery.notify_one();
+                }
+                for (cmd, result) in batch.drain(..).zip(results) {
+                    let _ = cmd.reply.send(Ok(result));
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, events = batch.len(), "could not commit webhook events; LiveKit will retry");
+                let e = Arc::new(e);
+                for cmd in batch.drain(..) {
+                    let _ = cmd.reply.send(Err(e.clone()));
                 }
             }
         }
@@ -132,11 +163,28 @@ impl Writer {
         Ok(results)
     }
 
+    fn commit_on(
+        &self,
+        conn: &mut IngestConnection,
+        batch: &[Command],
+    ) -> Result<Vec<Accepted>, StoreError> {
+        let started = std::time::Instant::now();
+        let mut tx = conn.begin()?;
+        let results = completed(self.apply(&mut tx, batch))?;
+        tx.commit()?;
+        crate::metrics::store_commit(started.elapsed().as_secs_f64());
+        Ok(results)
+    }
+
     /// Applies a batch in order, as if its events came one by one, with six statements
     /// whatever its size: duplicates are found with one query, the rooms' calls read with
     /// one, new calls inserted with one, and the outbox rows, the seen events and the
     /// final call states written with one each.
-    async fn apply(&self, tx: &mut Tx, batch: &[Command]) -> Result<Vec<Accepted>, StoreError> {
+    async fn apply(
+        &self,
+        tx: &mut impl IngestBatch,
+        batch: &[Command],
+    ) -> Result<Vec<Accepted>, StoreError> {
         let keys: Vec<&str> = batch.iter().map(|c| c.dedupe_key.as_str()).collect();
         let mut rooms: Vec<&str> = batch.iter().filter_map(|c| c.event.room_sid()).collect();
         rooms.sort_unstable();
@@ -144,9 +192,10 @@ impl Writer {
         // Another bridge may hold events of these rooms, or these very events: wait for
         // it, then read what it committed.
         let locked: Vec<&str> = keys.iter().chain(&rooms).copied().collect();
-        store::lock_for_ingest(tx, &locked).await?;
-        let mut seen = store::seen_events(tx, &keys).await?;
-        let mut calls: HashMap<String, CallState> = store::calls_by_rooms(tx, &rooms)
+        tx.lock(&locked).await?;
+        let mut seen = tx.seen_events(&keys).await?;
+        let mut calls: HashMap<String, CallState> = tx
+            .calls_by_rooms(&rooms)
             .await?
             .into_iter()
             .map(|c| (c.room_sid.clone(), c))
@@ -190,7 +239,7 @@ impl Writer {
             .iter()
             .map(|(room, name, wf, slug)| store::NewCall(room, name, wf.id, &wf.slug, slug))
             .collect();
-        let ids = store::create_calls(tx, &rows).await?;
+        let ids = tx.create_calls(&rows).await?;
         for (room_sid, room_name, wf, slug) in new_calls {
             let call_id = ids[room_sid];
             tracing::info!(call_id, room = room_name, room_sid, workflow = %wf.slug, "new call");
@@ -244,10 +293,10 @@ impl Writer {
                 recording: q.recording.as_deref(),
             })
             .collect();
-        store::enqueue_all(tx, &deliveries).await?;
-        store::remember_events(tx, &remembered).await?;
+        tx.enqueue_all(&deliveries).await?;
+        tx.remember_events(&remembered).await?;
         let states: Vec<&CallState> = touched.iter().map(|r| &calls[*r]).collect();
-        store::save_calls(tx, &states).await?;
+        tx.save_calls(&states).await?;
         Ok(results)
     }
 
@@ -302,6 +351,16 @@ impl Writer {
             );
         }
         Ok(())
+    }
+}
+
+/// The output of a future that never waits, as [`store::SqliteBatch`]'s statements.
+fn completed<F: std::future::Future>(future: F) -> F::Output {
+    let mut future = std::pin::pin!(future);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    match future.as_mut().poll(&mut cx) {
+        std::task::Poll::Ready(output) => output,
+        std::task::Poll::Pending => unreachable!("SQLite batch statements never wait"),
     }
 }
 
@@ -464,6 +523,15 @@ mod tests {
         }
         assert_eq!(together, one_by_one);
         assert_eq!(dump(&batched).await, dump(&single).await);
+
+        // The writer's own SQLite connection writes the same rows as the pool does.
+        let (own, _d3) = writer().await;
+        let mut conn = own.store.ingest_connection().unwrap().unwrap();
+        let on_own = own.commit_on(&mut conn, &batch).unwrap();
+        assert_eq!(on_own, together);
+        assert_eq!(dump(&own).await, dump(&batched).await);
+        let again = own.commit_on(&mut conn, &batch).unwrap();
+        assert!(again.iter().all(|a| *a == Accepted::Duplicate));
 
         use Accepted::*;
         let applied = |emitted| Applied {

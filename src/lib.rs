@@ -91,7 +91,8 @@ pub async fn run_with(config: Config, options: RunOptions) -> anyhow::Result<()>
         )
     });
     let ops_store = store.clone();
-    let (ingestor, writer) = Ingestor::start(store.clone(), workflows.clone(), wake.clone());
+    let (ingestor, writer) = Ingestor::start(store.clone(), workflows.clone(), wake.clone())
+        .context("opening the ingest writer's store connection")?;
     let recordings = Recordings::new(config.recordings.clone()).await;
     let livekit = LiveKitApi::new(config.livekit.url.clone(), config.livekit.keys[0].clone());
     let operator = Arc::new(OperatorState {

@@ -118,6 +118,18 @@ impl Store {
         Ok(store)
     }
 
+    /// The SQLite database file, for connections opened beside the pool (none for an
+    /// in-memory database, whose every connection is a database of its own).
+    pub(super) fn sqlite_file(&self) -> Option<std::path::PathBuf> {
+        let Pool::Sqlite(p) = &self.pool else {
+            return None;
+        };
+        let file = p.connect_options().get_filename().to_owned();
+        let name = file.to_string_lossy();
+        let memory = name.is_empty() || name == ":memory:" || name.starts_with("file:");
+        (!memory).then_some(file)
+    }
+
     pub(super) fn backend(&self) -> &Pool {
         &self.pool
     }

@@ -5,11 +5,13 @@
 //! outbox is the only queue: nothing lives in memory that a restart could lose.
 
 mod backend;
+mod batch;
 mod checkpoint;
 mod observe;
 mod operator;
 mod outbox;
 mod prune;
+mod sqlite_writer;
 mod vacuum;
 
 use std::collections::{HashMap, HashSet};
@@ -17,12 +19,14 @@ use std::collections::{HashMap, HashSet};
 use serde::Serialize;
 
 pub use backend::{Store, Tx, redact_url};
+pub(crate) use batch::IngestBatch;
 pub use checkpoint::keep_checkpointed;
 pub use operator::{AttemptRecord, CallDetail, CallSummary, DeliverySummary, InboundRecord};
 pub use outbox::{
     Attempt, AttemptOutcome, DeliveryStatus, HOOK_EVENT, NewDelivery, OutboxRow, enqueue,
 };
 pub use prune::{Pruned, keep_pruned};
+pub use sqlite_writer::{IngestConnection, SqliteBatch};
 pub use vacuum::keep_vacuumed;
 
 use crate::call::CallState;
@@ -32,6 +36,8 @@ use backend::{on_pool, on_tx, rows_of};
 pub enum StoreError {
     #[error("database error: {0}")]
     Sql(#[from] sqlx::Error),
+    #[error("database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
     #[error("migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("stored call state is corrupt: {0}")]

@@ -1,0 +1,67 @@
+//! The statements of one ingest transaction, behind one trait, so the writer's logic
+//! (`crate::ingest`) is written once for both ways of running them.
+//!
+//! On PostgreSQL, and on SQLite where no file is at hand, they are `sqlx` statements on
+//! a [`Tx`], each taking the whole batch as one JSON array. On a SQLite file they run on
+//! the writer's own connection ([`super::sqlite_writer`]), row by row, on the writer's
+//! own thread: there a statement costs a function call, where through the pool each
+//! one was a round trip between two threads that cost more than SQLite's work.
+
+use std::collections::{HashMap, HashSet};
+
+use super::{NewCall, NewDelivery, SeenEvent, StoreError, Tx};
+use crate::call::CallState;
+
+/// What the ingest writer does inside one transaction.
+pub(crate) trait IngestBatch {
+    /// See [`super::lock_for_ingest`].
+    async fn lock(&mut self, keys: &[&str]) -> Result<(), StoreError>;
+    /// The ids among `event_ids` that were accepted before.
+    async fn seen_events(&mut self, event_ids: &[&str]) -> Result<HashSet<String>, StoreError>;
+    /// The calls of these rooms that exist.
+    async fn calls_by_rooms(&mut self, room_sids: &[&str]) -> Result<Vec<CallState>, StoreError>;
+    /// Inserts call rows; the id the store assigned to each room.
+    async fn create_calls(
+        &mut self,
+        calls: &[NewCall<'_>],
+    ) -> Result<HashMap<String, i64>, StoreError>;
+    /// Queues outbox rows, in order.
+    async fn enqueue_all(&mut self, deliveries: &[NewDelivery<'_>]) -> Result<(), StoreError>;
+    /// Records new event ids.
+    async fn remember_events(&mut self, events: &[SeenEvent<'_>]) -> Result<(), StoreError>;
+    /// Saves the state (and phase) of each call.
+    async fn save_calls(&mut self, states: &[&CallState]) -> Result<(), StoreError>;
+}
+
+impl IngestBatch for Tx {
+    async fn lock(&mut self, keys: &[&str]) -> Result<(), StoreError> {
+        super::lock_for_ingest(self, keys).await
+    }
+
+    async fn seen_events(&mut self, event_ids: &[&str]) -> Result<HashSet<String>, StoreError> {
+        super::seen_events(self, event_ids).await
+    }
+
+    async fn calls_by_rooms(&mut self, room_sids: &[&str]) -> Result<Vec<CallState>, StoreError> {
+        super::calls_by_rooms(self, room_sids).await
+    }
+
+    async fn create_calls(
+        &mut self,
+        calls: &[NewCall<'_>],
+    ) -> Result<HashMap<String, i64>, StoreError> {
+        super::create_calls(self, calls).await
+    }
+
+    async fn enqueue_all(&mut self, deliveries: &[NewDelivery<'_>]) -> Result<(), StoreError> {
+        super::enqueue_all(self, deliveries).await
+    }
+
+    async fn remember_events(&mut self, events: &[SeenEvent<'_>]) -> Result<(), StoreError> {
+        super::remember_events(self, events).await
+    }
+
+    async fn save_calls(&mut self, states: &[&CallState]) -> Result<(), StoreError> {
+        super::save_calls(self, states).await
+    }
+}

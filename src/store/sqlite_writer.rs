@@ -1,0 +1,174 @@
+//! The SQLite ingest writer's own connection, used only from the writer's thread.
+//!
+//! Through `sqlx`, every statement is handed to the pool connection's worker thread
+//! and its answer handed back: measured on the 2-core bench machine, those hand-offs
+//! (about 250 us each, nine per batch) were most of a batch's time, and the batch is
+//! the one serial step of ingest. This connection runs the same statements as plain
+//! function calls on the thread that decides the batch, row by row with cached
+//! statements: the values written are those of the batched `sqlx` statements in
+//! `store/mod.rs` (a test compares the rows), and the transaction is the same one
+//! `IMMEDIATE` transaction with one fsync at its commit.
+
+use std::{
+    collections::{HashMap, HashSet},
+    time::Duration,
+};
+
+use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
+
+use super::{NewCall, NewDelivery, SeenEvent, Store, StoreError, batch::IngestBatch, now_ms};
+use crate::call::CallState;
+
+/// The writer's connection to the store's SQLite file.
+pub struct IngestConnection {
+    conn: Connection,
+}
+
+impl Store {
+    /// A connection of its own for the ingest writer, if the store is a SQLite file;
+    /// `None` for PostgreSQL (and an in-memory database), whose writer uses the pool.
+    pub fn ingest_connection(&self) -> Result<Option<IngestConnection>, StoreError> {
+        let Some(file) = self.sqlite_file() else {
+            return Ok(None);
+        };
+        let conn = Connection::open(file)?;
+        conn.busy_timeout(Duration::from_secs(10))?;
+        // The pool's settings (`backend::open_sqlite`), which are per connection: an
+        // fsync per commit, foreign keys checked, checkpoints left to their own task.
+        conn.execute_batch(
+            "PRAGMA journal_mode = WAL;
+             PRAGMA synchronous = FULL;
+             PRAGMA foreign_keys = ON;
+             PRAGMA wal_autocheckpoint = 0;
+             PRAGMA journal_size_limit = 67108864;
+             PRAGMA temp_store = MEMORY;",
+        )?;
+        Ok(Some(IngestConnection { conn }))
+    }
+}
+
+impl IngestConnection {
+    /// Opens the batch's transaction (`IMMEDIATE`: it holds the write lock from the start).
+    pub fn begin(&mut self) -> Result<SqliteBatch<'_>, StoreError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        Ok(SqliteBatch { tx })
+    }
+}
+
+/// One ingest transaction on the writer's connection.
+pub struct SqliteBatch<'c> {
+    tx: Transaction<'c>,
+}
+
+impl SqliteBatch<'_> {
+    /// Commits: once this returns, the batch is durable.
+    pub fn commit(self) -> Result<(), StoreError> {
+        Ok(self.tx.commit()?)
+    }
+}
+
+/// The statements only ever wait on the disk, never on another task: they are written
+/// as `async fn` for the [`IngestBatch`] trait and complete when first polled.
+impl IngestBatch for SqliteBatch<'_> {
+    async fn lock(&mut self, _keys: &[&str]) -> Result<(), StoreError> {
+        // The IMMEDIATE transaction already holds the only write lock.
+        Ok(())
+    }
+
+    async fn seen_events(&mut self, event_ids: &[&str]) -> Result<HashSet<String>, StoreError> {
+        let mut select = self
+            .tx
+            .prepare_cached("SELECT 1 FROM inbound_events WHERE event_id = ?1")?;
+        let mut seen = HashSet::new();
+        for id in event_ids {
+            if !seen.contains(*id) && select.exists([id])? {
+                seen.insert((*id).to_owned());
+            }
+        }
+        Ok(seen)
+    }
+
+    async fn calls_by_rooms(&mut self, room_sids: &[&str]) -> Result<Vec<CallState>, StoreError> {
+        let mut select = self
+            .tx
+            .prepare_cached("SELECT state FROM calls WHERE room_sid = ?1")?;
+        let mut calls = Vec::new();
+        for room in room_sids {
+            let state: Option<String> = select.query_row([room], |r| r.get(0)).optional()?;
+            if let Some(state) = state {
+                calls.push(serde_json::from_str(&state)?);
+            }
+        }
+        Ok(calls)
+    }
+
+    async fn create_calls(
+        &mut self,
+        calls: &[NewCall<'_>],
+    ) -> Result<HashMap<String, i64>, StoreError> {
+        let mut insert = self.tx.prepare_cached(
+            "INSERT INTO calls (room_sid, room_name, workflow_id, workflow_slug, call_slug, phase,
+                                state, created_at, updated_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, 'waiting', '{}', ?6, ?6)
+             RETURNING id",
+        )?;
+        let now = now_ms();
+        let mut ids = HashMap::with_capacity(calls.len());
+        for NewCall(room, name, workflow_id, workflow_slug, slug) in calls {
+            let id: i64 = insert.query_row(
+                params![room, name, workflow_id, workflow_slug, slug, now],
+                |r| r.get(0),
+            )?;
+            ids.insert((*room).to_owned(), id);
+        }
+        Ok(ids)
+    }
+
+    async fn enqueue_all(&mut self, deliveries: &[NewDelivery<'_>]) -> Result<(), StoreError> {
+        let mut insert = self.tx.prepare_cached(
+            "INSERT INTO outbox (webhook_id, call_id, seq, event_type, workflow_id, payload,
+                                 recording, next_attempt_at, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8)",
+        )?;
+        let now = now_ms();
+        for d in deliveries {
+            insert.execute(params![
+                d.webhook_id,
+                d.call_id,
+                d.seq,
+                d.event_type,
+                d.workflow_id,
+                d.payload,
+                d.recording,
+                now
+            ])?;
+        }
+        Ok(())
+    }
+
+    async fn remember_events(&mut self, events: &[SeenEvent<'_>]) -> Result<(), StoreError> {
+        let mut insert = self.tx.prepare_cached(
+            "INSERT INTO inbound_events (event_id, event_type, room_sid, call_id, received_at)
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+        )?;
+        let now = now_ms();
+        for SeenEvent(id, kind, room, call_id) in events {
+            insert.execute(params![id, kind, room, call_id, now])?;
+        }
+        Ok(())
+    }
+
+    async fn save_calls(&mut self, states: &[&CallState]) -> Result<(), StoreError> {
+        let mut update = self.tx.prepare_cached(
+            "UPDATE calls SET state = ?1, phase = ?2, updated_at = ?3 WHERE id = ?4",
+        )?;
+        let now = now_ms();
+        for s in states {
+            let state = serde_json::to_string(s)?;
+            update.execute(params![state, s.phase().as_str(), now, s.call_id])?;
+        }
+        Ok(())
+    }
+}
