@@ -7,7 +7,11 @@
 //! SQLite file the writer is a thread with a connection of its own
 //! (`store::IngestConnection`); on PostgreSQL it is a task on the pool.
 
-use std::{collections::HashMap, sync::Arc};
+use std::{
+    collections::HashMap,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use rand::{Rng, distr::Alphanumeric};
 use tokio::sync::{Notify, mpsc, oneshot};
@@ -21,6 +25,9 @@ use crate::{
 
 /// The most events committed in one transaction.
 const MAX_BATCH: usize = 512;
+
+/// How often the SQLite writer checkpoints between two batches (see `run_on`).
+const WAL_RESTART_INTERVAL: Duration = Duration::from_millis(100);
 
 /// What became of an accepted event.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -115,8 +122,17 @@ impl Writer {
     }
 
     /// The writer on its own SQLite connection, on a thread of its own.
+    ///
+    /// Between two batches, every [`WAL_RESTART_INTERVAL`], it checkpoints too. SQLite
+    /// starts the WAL over only at a write that finds every frame copied back, and while
+    /// batches follow each other the checkpoint task never gets there: measured, the WAL
+    /// grew to 1.1 GB in a 10 s burst, and appending to an ever longer file made each
+    /// commit dearer. Here no write is in progress, so the checkpoint copies the last
+    /// frames (most are copied by the task already) and the next batch writes from the
+    /// WAL's start. Ingest went from 14,800 to 17,900 webhooks/s on the bench machine.
     fn run_on(self, mut conn: IngestConnection, mut rx: mpsc::Receiver<Command>) {
         let mut batch = Vec::with_capacity(MAX_BATCH);
+        let mut checkpointed = Instant::now();
         while let Some(first) = rx.blocking_recv() {
             batch.push(first);
             while batch.len() < MAX_BATCH {
@@ -127,6 +143,12 @@ impl Writer {
             }
             let result = self.commit_on(&mut conn, &batch);
             self.answer(&mut batch, result);
+            if checkpointed.elapsed() >= WAL_RESTART_INTERVAL {
+                if let Err(e) = conn.checkpoint() {
+                    tracing::warn!(error = %e, "WAL checkpoint by the ingest writer failed; will try again");
+                }
+                checkpointed = Instant::now();
+            }
         }
     }
 
@@ -155,7 +177,7 @@ impl Writer {
     }
 
     async fn commit(&self, batch: &[Command]) -> Result<Vec<Accepted>, StoreError> {
-        let started = std::time::Instant::now();
+        let started = Instant::now();
         let mut tx = self.store.begin().await?;
         let results = self.apply(&mut tx, batch).await?;
         tx.commit().await?;
@@ -168,7 +190,7 @@ impl Writer {
         conn: &mut IngestConnection,
         batch: &[Command],
     ) -> Result<Vec<Accepted>, StoreError> {
-        let started = std::time::Instant::now();
+        let started = Instant::now();
         let mut tx = conn.begin()?;
         let results = completed(self.apply(&mut tx, batch))?;
         tx.commit()?;
@@ -393,13 +415,29 @@ fn random_slug() -> String {
 }
 
 /// The Standard Webhooks message id: stable across every retry of one event.
+///
+/// It starts with the time (milliseconds, 7 base-62 digits, in ASCII order) and ends in
+/// 17 random characters: ids made close in time sort close together, so each batch's
+/// rows land on the last pages of the outbox's unique index instead of one random page
+/// each, and a commit writes fewer pages.
 fn new_webhook_id() -> String {
-    let suffix: String = rand::rng()
-        .sample_iter(Alphanumeric)
-        .take(24)
-        .map(char::from)
-        .collect();
-    format!("msg_{suffix}")
+    const DIGITS: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+    let mut id = String::with_capacity(28);
+    id.push_str("msg_");
+    let mut ms = u64::try_from(store::now_ms()).unwrap_or(0);
+    let mut time = [b'0'; 7];
+    for digit in time.iter_mut().rev() {
+        *digit = DIGITS[(ms % 62) as usize];
+        ms /= 62;
+    }
+    id.extend(time.iter().map(|&d| d as char));
+    id.extend(
+        rand::rng()
+            .sample_iter(Alphanumeric)
+            .take(17)
+            .map(char::from),
+    );
+    id
 }
 
 #[cfg(test)]
@@ -565,6 +603,30 @@ mod tests {
         assert_eq!(kinds, [("call_started".into(),), ("call_ended".into(),)]);
     }
 
+    #[tokio::test]
+    async fn the_writers_checkpoint_starts_the_wal_over() {
+        let (w, _dir) = writer().await;
+        let mut conn = w.store.ingest_connection().unwrap().unwrap();
+        let calls = |from: usize, n: usize| -> Vec<Command> {
+            (from..from + n)
+                .map(|i| {
+                    let room = json!({"sid": format!("RM_{i}"), "name": format!("VK_c{i}_1")});
+                    command(json!({"id": format!("EV_{i}"), "event": "room_started", "room": room}))
+                })
+                .collect()
+        };
+        w.commit_on(&mut conn, &calls(0, 200)).unwrap();
+        let (big, copied) = conn.checkpoint().unwrap();
+        assert_eq!(
+            big, copied,
+            "with no write in progress every frame is copied"
+        );
+        w.commit_on(&mut conn, &calls(200, 1)).unwrap();
+        let (small, _) = conn.checkpoint().unwrap();
+        // Appended, the WAL would hold both batches' frames; started over, only the last.
+        assert!(small < big, "WAL not restarted: {small} frames after {big}");
+    }
+
     #[test]
     fn slugs_are_eight_lowercase_alphanumerics() {
         let s = random_slug();
@@ -580,6 +642,23 @@ mod tests {
     fn webhook_ids_are_unique_and_prefixed() {
         let a = new_webhook_id();
         assert!(a.starts_with("msg_") && a.len() == 28);
+        assert!(a[4..].chars().all(|c| c.is_ascii_alphanumeric()));
         assert_ne!(a, new_webhook_id());
+    }
+
+    #[test]
+    fn webhook_ids_sort_in_the_order_they_were_made() {
+        let mut made = Vec::new();
+        for _ in 0..5 {
+            made.push(new_webhook_id());
+            // The order is by millisecond: wait for the clock to move on.
+            let now = store::now_ms();
+            while store::now_ms() == now {
+                std::hint::spin_loop();
+            }
+        }
+        let mut sorted = made.clone();
+        sorted.sort();
+        assert_eq!(sorted, made);
     }
 }

@@ -241,6 +241,9 @@ async fn open_sqlite(url: &str) -> Result<(SqlitePool, Option<std::fs::File>), S
         .foreign_keys(true)
         // Checkpoints run in their own task (`checkpoint.rs`), never inside a commit.
         .pragma("wal_autocheckpoint", "0")
+        // Statement journals of multi-row writes in memory: as files, each batch of
+        // outcomes created, wrote and deleted one.
+        .pragma("temp_store", "MEMORY")
         // A WAL that grew during a burst is cut back to this size once it restarts.
         .pragma("journal_size_limit", "67108864");
     let pool = SqlitePoolOptions::new()

@@ -48,6 +48,19 @@ impl Store {
 }
 
 impl IngestConnection {
+    /// Copies the WAL back into the database file, `PASSIVE`ly (readers are not waited
+    /// for); returns the (log, checkpointed) page counts. Run between two batches, when
+    /// no write is in progress, it leaves every frame copied, so the next batch starts
+    /// the WAL over.
+    pub fn checkpoint(&mut self) -> Result<(i64, i64), StoreError> {
+        let counts = self
+            .conn
+            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+                Ok((r.get(1)?, r.get(2)?))
+            })?;
+        Ok(counts)
+    }
+
     /// Opens the batch's transaction (`IMMEDIATE`: it holds the write lock from the start).
     pub fn begin(&mut self) -> Result<SqliteBatch<'_>, StoreError> {
         let tx = self
