@@ -97,7 +97,7 @@ struct Args {
     #[arg(long, env = "BENCH_CALLS", default_value_t = 10_000)]
     calls: u64,
     /// The highest ingest rate that webhooks are pre-signed for (memory: ~1.5 KB each).
-    #[arg(long, env = "BENCH_MAX_RATE", default_value_t = 30_000.0)]
+    #[arg(long, env = "BENCH_MAX_RATE", default_value_t = 60_000.0)]
     max_rate: f64,
     /// The daemon's `log.level` (its log goes to a file in the temporary directory).
     #[arg(long, env = "BENCH_LOG_LEVEL", default_value = "info")]
@@ -367,6 +367,15 @@ async fn bench(args: Args) -> anyhow::Result<()> {
     let tmp = tempfile::Builder::new()
         .prefix("voicekit-bench-")
         .tempdir()?;
+    // With --keep the directory outlives the run from the start, so a phase that fails
+    // (when its daemon log matters most) leaves it behind too.
+    let (tmp, _removed_on_drop) = if args.keep {
+        let kept = tmp.keep();
+        println!("  keeping {}", kept.display());
+        (kept, None)
+    } else {
+        (tmp.path().to_owned(), Some(tmp))
+    };
     let receiver = Receiver::start().await?;
     let closed = Duration::from_secs_f64(args.secs);
     let planned = 4.0 * args.secs + args.e2e_secs + 300.0;
@@ -389,7 +398,7 @@ async fn bench(args: Args) -> anyhow::Result<()> {
         args,
         smoke,
         daemon,
-        tmp: tmp.path().to_owned(),
+        tmp: tmp.clone(),
         receiver,
         closed,
         ttl,
@@ -478,7 +487,7 @@ async fn bench(args: Args) -> anyhow::Result<()> {
         "settings": settings, "results": Value::Object(out),
     });
     let path = if smoke {
-        tmp.path().join("smoke.json")
+        tmp.join("smoke.json")
     } else {
         args.out.clone()
     };
@@ -488,7 +497,7 @@ async fn bench(args: Args) -> anyhow::Result<()> {
     std::fs::write(&path, serde_json::to_string_pretty(&doc)? + "\n")?;
     println!("results: {}", path.display());
     if args.keep {
-        println!("kept: {}", tmp.keep().display());
+        println!("kept: {}", tmp.display());
     }
     if smoke {
         println!("bench smoke run: ok (`cargo bench --bench ingest` measures)");
