@@ -198,10 +198,11 @@ impl Writer {
         Ok(results)
     }
 
-    /// Applies a batch in order, as if its events came one by one, with six statements
-    /// whatever its size: duplicates are found with one query, the rooms' calls read with
-    /// one, new calls inserted with one, and the outbox rows, the seen events and the
-    /// final call states written with one each.
+    /// Applies a batch in order, as if its events came one by one. Through the pool that
+    /// is five statements whatever its size: duplicates and the rooms' calls are read
+    /// with one query, new calls inserted with one, and the outbox rows, the seen events
+    /// and the final call states written with one each. On the writer's own SQLite
+    /// connection the same steps run row by row.
     async fn apply(
         &self,
         tx: &mut impl IngestBatch,
@@ -215,10 +216,8 @@ impl Writer {
         // it, then read what it committed.
         let locked: Vec<&str> = keys.iter().chain(&rooms).copied().collect();
         tx.lock(&locked).await?;
-        let mut seen = tx.seen_events(&keys).await?;
-        let mut calls: HashMap<String, CallState> = tx
-            .calls_by_rooms(&rooms)
-            .await?
+        let (mut seen, known_calls) = tx.known(&keys, &rooms).await?;
+        let mut calls: HashMap<String, CallState> = known_calls
             .into_iter()
             .map(|c| (c.room_sid.clone(), c))
             .collect();

@@ -167,19 +167,16 @@ impl Store {
     pub async fn begin(&self) -> Result<Tx, StoreError> {
         Ok(match &self.pool {
             Pool::Sqlite(p) => Tx::Sqlite(p.begin_with("BEGIN IMMEDIATE").await?),
-            Pool::Postgres(p) => {
-                let mut tx = p.begin().await?;
-                // Plan the batch's statements for the tables as they are now. Their JSON
-                // row joins got a generic plan cached while the tables were small (a
-                // hash join reading all of `calls`), kept on the connection as the
-                // tables grew: measured, ingest then slowed with every batch. Planning
-                // each time costs less than that; the worker's single-table queries
-                // keep their cached plans.
-                sqlx::query("SET LOCAL plan_cache_mode = force_custom_plan")
-                    .execute(&mut *tx)
-                    .await?;
-                Tx::Postgres(tx)
-            }
+            // Plan the batch's statements for the tables as they are now. Their JSON row
+            // joins got a generic plan cached while the tables were small (a hash join
+            // reading all of `calls`), kept on the connection as the tables grew:
+            // measured, ingest then slowed with every batch. Planning each time costs
+            // less than that; the worker's single-table queries keep their cached plans.
+            // Sent with the BEGIN, in one round trip.
+            Pool::Postgres(p) => Tx::Postgres(
+                p.begin_with("BEGIN; SET LOCAL plan_cache_mode = force_custom_plan")
+                    .await?,
+            ),
         })
     }
 
@@ -421,6 +418,29 @@ mod tests {
             "postgres://bridge@db/vk"
         );
         assert_eq!(redact_url("sqlite://bridge.db"), "sqlite://bridge.db");
+    }
+
+    #[tokio::test]
+    async fn postgres_write_transactions_plan_for_the_tables_as_they_are() {
+        let (stores, _dir) = test_stores().await;
+        let Tx::Postgres(mut tx) = stores[1].begin().await.unwrap() else {
+            panic!("the second test store is PostgreSQL");
+        };
+        let (mode,): (String,) = sqlx::query_as("SHOW plan_cache_mode")
+            .fetch_one(&mut *tx)
+            .await
+            .unwrap();
+        assert_eq!(mode, "force_custom_plan");
+        tx.rollback().await.unwrap();
+        // SET LOCAL ends with its transaction: the pool's other queries keep cached plans.
+        let Pool::Postgres(pool) = stores[1].backend() else {
+            unreachable!()
+        };
+        let (mode,): (String,) = sqlx::query_as("SHOW plan_cache_mode")
+            .fetch_one(pool)
+            .await
+            .unwrap();
+        assert_eq!(mode, "auto");
     }
 
     #[tokio::test]

@@ -16,10 +16,13 @@ use crate::call::CallState;
 pub(crate) trait IngestBatch {
     /// See [`super::lock_for_ingest`].
     async fn lock(&mut self, keys: &[&str]) -> Result<(), StoreError>;
-    /// The ids among `event_ids` that were accepted before.
-    async fn seen_events(&mut self, event_ids: &[&str]) -> Result<HashSet<String>, StoreError>;
-    /// The calls of these rooms that exist.
-    async fn calls_by_rooms(&mut self, room_sids: &[&str]) -> Result<Vec<CallState>, StoreError>;
+    /// The ids among `event_ids` that were accepted before, and the calls of these
+    /// rooms that exist.
+    async fn known(
+        &mut self,
+        event_ids: &[&str],
+        room_sids: &[&str],
+    ) -> Result<(HashSet<String>, Vec<CallState>), StoreError>;
     /// Inserts call rows; the id the store assigned to each room.
     async fn create_calls(
         &mut self,
@@ -38,12 +41,12 @@ impl IngestBatch for Tx {
         super::lock_for_ingest(self, keys).await
     }
 
-    async fn seen_events(&mut self, event_ids: &[&str]) -> Result<HashSet<String>, StoreError> {
-        super::seen_events(self, event_ids).await
-    }
-
-    async fn calls_by_rooms(&mut self, room_sids: &[&str]) -> Result<Vec<CallState>, StoreError> {
-        super::calls_by_rooms(self, room_sids).await
+    async fn known(
+        &mut self,
+        event_ids: &[&str],
+        room_sids: &[&str],
+    ) -> Result<(HashSet<String>, Vec<CallState>), StoreError> {
+        super::known(self, event_ids, room_sids).await
     }
 
     async fn create_calls(

@@ -82,31 +82,45 @@ pub async fn lock_for_ingest(tx: &mut Tx, keys: &[&str]) -> Result<(), StoreErro
     Ok(())
 }
 
-/// One text column of the rows whose `key` column is among `keys`: the ingest writer's
-/// two lookups of a whole batch (seen event ids, the rooms' calls) in one statement each.
-async fn column_where_in(
+/// What the store knows of a batch: which of its event ids were accepted before, and
+/// the calls of its rooms that exist. One statement for both lookups, as each is a
+/// round trip.
+pub async fn known(
     tx: &mut Tx,
-    column: &str,
-    table: &str,
-    key: &str,
-    keys: &[&str],
-) -> Result<Vec<String>, StoreError> {
+    event_ids: &[&str],
+    room_sids: &[&str],
+) -> Result<(HashSet<String>, Vec<CallState>), StoreError> {
+    let d = tx.dialect();
     let sql = format!(
-        "SELECT {column} FROM {table} WHERE {}",
-        backend::in_values(tx.dialect(), key, "$1", false, false)
+        "SELECT 0, event_id FROM inbound_events WHERE {}
+         UNION ALL
+         SELECT 1, state FROM calls WHERE {}",
+        backend::in_values(d, "event_id", "$1", false, false),
+        backend::in_values(d, "room_sid", "$2", false, false)
     );
-    let keys = serde_json::to_string(keys)?;
-    let rows: Vec<(String,)> = on_tx!(tx, c => sqlx::query_as(sqlx::AssertSqlSafe(sql))
-        .bind(keys)
+    let (ids, rooms) = (
+        serde_json::to_string(event_ids)?,
+        serde_json::to_string(room_sids)?,
+    );
+    let rows: Vec<(i32, String)> = on_tx!(tx, c => sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(ids)
+        .bind(rooms)
         .fetch_all(&mut *c)
         .await?);
-    Ok(rows.into_iter().map(|(v,)| v).collect())
+    let (mut seen, mut calls) = (HashSet::new(), Vec::new());
+    for (table, value) in rows {
+        if table == 0 {
+            seen.insert(value);
+        } else {
+            calls.push(serde_json::from_str(&value)?);
+        }
+    }
+    Ok((seen, calls))
 }
 
 /// The ids among `event_ids` that were accepted before.
 pub async fn seen_events(tx: &mut Tx, event_ids: &[&str]) -> Result<HashSet<String>, StoreError> {
-    let seen = column_where_in(tx, "event_id", "inbound_events", "event_id", event_ids).await?;
-    Ok(seen.into_iter().collect())
+    Ok(known(tx, event_ids, &[]).await?.0)
 }
 
 /// A LiveKit event to remember, with the call it touched (for the operator's view).
@@ -137,15 +151,6 @@ pub async fn remember_events(tx: &mut Tx, events: &[SeenEvent<'_>]) -> Result<()
         .execute(&mut *c)
         .await?.rows_affected());
     Ok(())
-}
-
-/// The calls of these rooms that exist.
-pub async fn calls_by_rooms(tx: &mut Tx, room_sids: &[&str]) -> Result<Vec<CallState>, StoreError> {
-    column_where_in(tx, "state", "calls", "room_sid", room_sids)
-        .await?
-        .iter()
-        .map(|s| serde_json::from_str(s).map_err(StoreError::from))
-        .collect()
 }
 
 /// A call to create: `room_sid, room_name, workflow_id, workflow_slug, call_slug`.

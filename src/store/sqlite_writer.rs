@@ -90,31 +90,31 @@ impl IngestBatch for SqliteBatch<'_> {
         Ok(())
     }
 
-    async fn seen_events(&mut self, event_ids: &[&str]) -> Result<HashSet<String>, StoreError> {
-        let mut select = self
+    async fn known(
+        &mut self,
+        event_ids: &[&str],
+        room_sids: &[&str],
+    ) -> Result<(HashSet<String>, Vec<CallState>), StoreError> {
+        let mut seen_before = self
             .tx
             .prepare_cached("SELECT 1 FROM inbound_events WHERE event_id = ?1")?;
         let mut seen = HashSet::new();
         for id in event_ids {
-            if !seen.contains(*id) && select.exists([id])? {
+            if !seen.contains(*id) && seen_before.exists([id])? {
                 seen.insert((*id).to_owned());
             }
         }
-        Ok(seen)
-    }
-
-    async fn calls_by_rooms(&mut self, room_sids: &[&str]) -> Result<Vec<CallState>, StoreError> {
-        let mut select = self
+        let mut call_of = self
             .tx
             .prepare_cached("SELECT state FROM calls WHERE room_sid = ?1")?;
         let mut calls = Vec::new();
         for room in room_sids {
-            let state: Option<String> = select.query_row([room], |r| r.get(0)).optional()?;
+            let state: Option<String> = call_of.query_row([room], |r| r.get(0)).optional()?;
             if let Some(state) = state {
                 calls.push(serde_json::from_str(&state)?);
             }
         }
-        Ok(calls)
+        Ok((seen, calls))
     }
 
     async fn create_calls(
