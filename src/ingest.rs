@@ -7,11 +7,7 @@
 //! SQLite file the writer is a thread with a connection of its own
 //! (`store::IngestConnection`); on PostgreSQL it is a task on the pool.
 
-use std::{
-    collections::HashMap,
-    sync::Arc,
-    time::{Duration, Instant},
-};
+use std::{collections::HashMap, sync::Arc, time::Instant};
 
 use rand::{Rng, distr::Alphanumeric};
 use tokio::sync::{Notify, mpsc, oneshot};
@@ -26,8 +22,9 @@ use crate::{
 /// The most events committed in one transaction.
 const MAX_BATCH: usize = 512;
 
-/// How often the SQLite writer checkpoints between two batches (see `run_on`).
-const WAL_RESTART_INTERVAL: Duration = Duration::from_millis(100);
+/// A WAL this long (16 MiB of pages) means the checkpoint task is not keeping up: the
+/// SQLite writer checkpoints itself (see `run_on`).
+const WAL_RESTART_FRAMES: i64 = 4096;
 
 /// What became of an accepted event.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -73,6 +70,7 @@ impl Ingestor {
             store,
             workflows,
             delivery,
+            wal_restart_frames: WAL_RESTART_FRAMES,
         };
         let handle = match own {
             // Its statements block on the disk: a thread of its own, not a runtime worker.
@@ -109,6 +107,8 @@ struct Writer {
     store: Store,
     workflows: SharedWorkflows,
     delivery: Arc<Notify>,
+    /// [`WAL_RESTART_FRAMES`], but for tests.
+    wal_restart_frames: i64,
 }
 
 impl Writer {
@@ -123,16 +123,17 @@ impl Writer {
 
     /// The writer on its own SQLite connection, on a thread of its own.
     ///
-    /// Between two batches, every [`WAL_RESTART_INTERVAL`], it checkpoints too. SQLite
-    /// starts the WAL over only at a write that finds every frame copied back, and while
-    /// batches follow each other the checkpoint task never gets there: measured, the WAL
-    /// grew to 1.1 GB in a 10 s burst, and appending to an ever longer file made each
-    /// commit dearer. Here no write is in progress, so the checkpoint copies the last
-    /// frames (most are copied by the task already) and the next batch writes from the
-    /// WAL's start. Ingest went from 14,800 to 17,900 webhooks/s on the bench machine.
+    /// When a commit leaves the WAL longer than [`WAL_RESTART_FRAMES`], it checkpoints
+    /// too, before the next batch. SQLite starts the WAL over only at a write that finds
+    /// every frame copied back, and while batches follow each other the checkpoint task
+    /// never gets there: measured, the WAL grew to 1.1 GB in a 10 s burst, and appending
+    /// to an ever longer file made each commit dearer. Here no write is in progress, so
+    /// the checkpoint copies the last frames (most are copied by the task already) and
+    /// the next batch writes from the WAL's start: ingest went from 14,800 to 17,900
+    /// webhooks/s on the bench machine. Below a burst's rates the task keeps the WAL
+    /// short by itself and the writer never waits for a checkpoint.
     fn run_on(self, mut conn: IngestConnection, mut rx: mpsc::Receiver<Command>) {
         let mut batch = Vec::with_capacity(MAX_BATCH);
-        let mut checkpointed = Instant::now();
         while let Some(first) = rx.blocking_recv() {
             batch.push(first);
             while batch.len() < MAX_BATCH {
@@ -143,11 +144,10 @@ impl Writer {
             }
             let result = self.commit_on(&mut conn, &batch);
             self.answer(&mut batch, result);
-            if checkpointed.elapsed() >= WAL_RESTART_INTERVAL {
-                if let Err(e) = conn.checkpoint() {
-                    tracing::warn!(error = %e, "WAL checkpoint by the ingest writer failed; will try again");
-                }
-                checkpointed = Instant::now();
+            if conn.wal_frames() > self.wal_restart_frames
+                && let Err(e) = conn.checkpoint()
+            {
+                tracing::warn!(error = %e, "WAL checkpoint by the ingest writer failed; will try again");
             }
         }
     }
@@ -466,6 +466,7 @@ mod tests {
             store,
             workflows,
             delivery: Arc::new(Notify::new()),
+            wal_restart_frames: WAL_RESTART_FRAMES,
         };
         (writer, dir)
     }
@@ -615,15 +616,51 @@ mod tests {
                 .collect()
         };
         w.commit_on(&mut conn, &calls(0, 200)).unwrap();
-        let (big, copied) = conn.checkpoint().unwrap();
+        let big = conn.wal_frames();
+        assert!(big > 0, "the commit's pages are in the WAL");
+        let (log, copied) = conn.checkpoint().unwrap();
+        assert_eq!(log, big);
         assert_eq!(
             big, copied,
             "with no write in progress every frame is copied"
         );
         w.commit_on(&mut conn, &calls(200, 1)).unwrap();
-        let (small, _) = conn.checkpoint().unwrap();
+        let small = conn.wal_frames();
         // Appended, the WAL would hold both batches' frames; started over, only the last.
         assert!(small < big, "WAL not restarted: {small} frames after {big}");
+    }
+
+    #[tokio::test]
+    async fn a_long_wal_is_started_over_by_the_writer() {
+        let (mut w, dir) = writer().await;
+        w.wal_restart_frames = 100;
+        let conn = w.store.ingest_connection().unwrap().unwrap();
+        let (tx, rx) = mpsc::channel(4 * MAX_BATCH);
+        let writer = std::thread::spawn(move || w.run_on(conn, rx));
+        // No checkpoint task runs here: without the writer's own, the WAL would hold
+        // every frame of these 6,000 calls (about 1,200).
+        let mut answers = Vec::new();
+        for i in 0..6000 {
+            let room = json!({"sid": format!("RM_{i}"), "name": format!("VK_c{i}_1")});
+            let mut cmd =
+                command(json!({"id": format!("EV_{i}"), "event": "room_started", "room": room}));
+            let (reply, answer) = oneshot::channel();
+            cmd.reply = reply;
+            tx.send(cmd).await.unwrap();
+            answers.push(answer);
+        }
+        for answer in answers {
+            assert!(matches!(answer.await, Ok(Ok(Accepted::Applied { .. }))));
+        }
+        drop(tx);
+        writer.join().unwrap();
+        // A WAL started over is written from its start again: the file, which never
+        // shrinks below its high-water mark here, stays near the threshold.
+        let wal = std::fs::metadata(dir.path().join("t.db-wal"))
+            .unwrap()
+            .len();
+        let frames = (wal.saturating_sub(32)) / (4096 + 24);
+        assert!(frames < 600, "the WAL grew to {frames} frames");
     }
 
     #[test]

@@ -10,11 +10,15 @@
 //! `IMMEDIATE` transaction with one fsync at its commit.
 
 use std::{
+    cell::Cell,
     collections::{HashMap, HashSet},
+    ffi::c_int,
     time::Duration,
 };
 
-use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
+use rusqlite::{
+    Connection, OptionalExtension, Transaction, TransactionBehavior, hooks::Wal, params,
+};
 
 use super::{NewCall, NewDelivery, SeenEvent, Store, StoreError, batch::IngestBatch, now_ms};
 use crate::call::CallState;
@@ -43,11 +47,28 @@ impl Store {
              PRAGMA journal_size_limit = 67108864;
              PRAGMA temp_store = MEMORY;",
         )?;
+        conn.wal_hook(Some(note_wal_frames));
         Ok(Some(IngestConnection { conn }))
     }
 }
 
+thread_local! {
+    /// The WAL's length in frames after the last commit on this thread (SQLite's WAL
+    /// hook runs inside `commit`, on the committing thread).
+    static WAL_FRAMES: Cell<i64> = const { Cell::new(0) };
+}
+
+fn note_wal_frames(_wal: &Wal, frames: c_int) -> rusqlite::Result<()> {
+    WAL_FRAMES.with(|f| f.set(i64::from(frames)));
+    Ok(())
+}
+
 impl IngestConnection {
+    /// The WAL's length in frames (pages) after this connection's last commit.
+    pub fn wal_frames(&self) -> i64 {
+        WAL_FRAMES.with(Cell::get)
+    }
+
     /// Copies the WAL back into the database file, `PASSIVE`ly (readers are not waited
     /// for); returns the (log, checkpointed) page counts. Run between two batches, when
     /// no write is in progress, it leaves every frame copied, so the next batch starts
