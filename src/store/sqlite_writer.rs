@@ -206,3 +206,38 @@ impl IngestBatch for SqliteBatch<'_> {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_writers_connection_is_as_durable_as_the_pool() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("w.db").display());
+        let store = Store::open(&url, 4).await.unwrap();
+        let own = store.ingest_connection().unwrap().unwrap();
+        let pragma = |name: &str| -> String {
+            own.conn
+                .query_row(&format!("PRAGMA {name}"), [], |r| {
+                    r.get::<_, rusqlite::types::Value>(0)
+                })
+                .map(|v| format!("{v:?}"))
+                .unwrap()
+        };
+        // FULL: an fsync per commit, so a 200 to LiveKit survives power loss.
+        assert_eq!(pragma("synchronous"), "Integer(2)");
+        assert_eq!(pragma("journal_mode"), "Text(\"wal\")");
+        assert_eq!(pragma("foreign_keys"), "Integer(1)");
+        assert_eq!(pragma("wal_autocheckpoint"), "Integer(0)");
+        assert_eq!(pragma("temp_store"), "Integer(2)");
+        let (temp_store,): (i64,) = sqlx::query_as("PRAGMA temp_store")
+            .fetch_one(store.sqlite())
+            .await
+            .unwrap();
+        assert_eq!(
+            temp_store, 2,
+            "the pool's statement journals are in memory too"
+        );
+    }
+}
