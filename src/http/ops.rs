@@ -76,15 +76,9 @@ pub async fn metrics(State(app): State<Arc<AppState>>) -> Response {
 mod tests {
     use super::*;
 
-    async fn store(dir: &tempfile::TempDir) -> Store {
-        let url = format!("sqlite://{}", dir.path().join("t.db").display());
-        Store::open(&url, 4).await.unwrap()
-    }
-
     #[tokio::test]
     async fn ready_while_serving_not_once_shutdown_began() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = store(&dir).await;
+        let (store, _dir) = crate::store::test_sqlite_store().await;
         let (trigger, shutdown) = crate::shutdown::channel();
         assert_eq!(readiness(&store, &shutdown).await, Ok(()));
         trigger.fire();
@@ -96,8 +90,7 @@ mod tests {
 
     #[tokio::test]
     async fn not_ready_when_the_store_does_not_answer() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = store(&dir).await;
+        let (store, _dir) = crate::store::test_sqlite_store().await;
         let (_trigger, shutdown) = crate::shutdown::channel();
         store.close().await;
         let reason = readiness(&store, &shutdown).await.unwrap_err();
@@ -106,8 +99,7 @@ mod tests {
 
     #[tokio::test]
     async fn not_ready_when_a_migration_is_missing() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = store(&dir).await;
+        let (store, _dir) = crate::store::test_sqlite_store().await;
         let (_trigger, shutdown) = crate::shutdown::channel();
         sqlx::query("DELETE FROM _sqlx_migrations WHERE version = 1")
             .execute(store.sqlite())

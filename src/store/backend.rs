@@ -380,13 +380,20 @@ pub(super) fn lock_key(text: &str) -> i64 {
     hash as i64
 }
 
+/// A fresh SQLite store for a test: the file `t.db` in a new temporary directory.
+#[cfg(test)]
+pub(crate) async fn test_sqlite_store() -> (Store, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("t.db").display());
+    (Store::open(&url, 4).await.unwrap(), dir)
+}
+
 /// Fresh stores for the store's own tests: one of each kind, so each test proves its
 /// queries on both dialects. PostgreSQL is the machine's (`VOICEKIT_TEST_POSTGRES`,
 /// default `postgres://postgres@127.0.0.1:5432`), in a new `vkb_t_*` database.
 #[cfg(test)]
 pub(crate) async fn test_stores() -> (Vec<Store>, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    let sqlite = format!("sqlite://{}", dir.path().join("t.db").display());
+    let (sqlite, dir) = test_sqlite_store().await;
     let base = std::env::var("VOICEKIT_TEST_POSTGRES")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into());
     let name: String = rand::Rng::sample_iter(rand::rng(), rand::distr::Alphanumeric)
@@ -395,7 +402,7 @@ pub(crate) async fn test_stores() -> (Vec<Store>, tempfile::TempDir) {
         .collect();
     let postgres = format!("{base}/vkb_t_unit_{name}");
     let stores = vec![
-        Store::open(&sqlite, 4).await.unwrap(),
+        sqlite,
         Store::open(&postgres, 4)
             .await
             .unwrap_or_else(|e| panic!("the store tests need PostgreSQL at {base}: {e}")),

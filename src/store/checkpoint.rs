@@ -56,13 +56,11 @@ pub async fn keep_checkpointed(store: Store, mut shutdown: crate::shutdown::Shut
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use crate::store::test_sqlite_store;
 
     #[tokio::test]
     async fn commits_leave_the_wal_to_the_checkpointer() {
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}", dir.path().join("c.db").display());
-        let store = Store::open(&url, 4).await.unwrap();
+        let (store, _dir) = test_sqlite_store().await;
         for n in 0..50 {
             let mut tx = store.begin().await.unwrap();
             let room = format!("RM_{n}");

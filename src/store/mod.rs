@@ -18,6 +18,8 @@ use std::collections::{HashMap, HashSet};
 
 use serde::Serialize;
 
+#[cfg(test)]
+pub(crate) use backend::test_sqlite_store;
 pub use backend::{Store, Tx, redact_url};
 pub(crate) use batch::IngestBatch;
 pub use checkpoint::keep_checkpointed;
@@ -118,11 +120,6 @@ pub async fn known(
     Ok((seen, calls))
 }
 
-/// The ids among `event_ids` that were accepted before.
-pub async fn seen_events(tx: &mut Tx, event_ids: &[&str]) -> Result<HashSet<String>, StoreError> {
-    Ok(known(tx, event_ids, &[]).await?.0)
-}
-
 /// A LiveKit event to remember, with the call it touched (for the operator's view).
 #[derive(Debug, Clone, Serialize)]
 pub struct SeenEvent<'a>(
@@ -133,7 +130,7 @@ pub struct SeenEvent<'a>(
 );
 
 /// Records new event ids (`event_id, event_type, room_sid, call_id`). An id seen before
-/// is an error: the writer checked with [`seen_events`] in the same transaction.
+/// is an error: the writer checked with [`known`] in the same transaction.
 pub async fn remember_events(tx: &mut Tx, events: &[SeenEvent<'_>]) -> Result<(), StoreError> {
     if events.is_empty() {
         return Ok(());
@@ -358,6 +355,53 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn one_lookup_finds_the_seen_ids_and_the_existing_calls() {
+        let (stores, _dir) = backend::test_stores().await;
+        for store in stores {
+            let mut tx = store.begin().await.unwrap();
+            let ids = create_calls(&mut tx, &[NewCall("RM_1", "room", 7, "wf", "slug")])
+                .await
+                .unwrap();
+            let state = crate::call::CallState::new(
+                ids["RM_1"],
+                "slug".into(),
+                &crate::config::Workflow {
+                    id: 7,
+                    slug: "wf".into(),
+                    organization_id: 1,
+                    events_webhook_url: "http://127.0.0.1:1/".into(),
+                    call_started_hook: None,
+                    room_pattern: None,
+                    signing_keys: vec![],
+                },
+                "RM_1",
+                "room",
+            );
+            save_calls(&mut tx, &[&state]).await.unwrap();
+            remember_events(
+                &mut tx,
+                &[SeenEvent("EV_1", "room_started", Some("RM_1"), None)],
+            )
+            .await
+            .unwrap();
+            let (seen, calls) = known(&mut tx, &["EV_1", "EV_2"], &["RM_1", "RM_2"])
+                .await
+                .unwrap();
+            assert_eq!(
+                seen,
+                HashSet::from(["EV_1".to_owned()]),
+                "{:?}",
+                store.dialect()
+            );
+            assert_eq!(calls.len(), 1, "{:?}", store.dialect());
+            assert_eq!(calls[0].room_sid, "RM_1");
+            assert_eq!(calls[0].call_id, ids["RM_1"]);
+            let (seen, calls) = known(&mut tx, &[], &[]).await.unwrap();
+            assert!(seen.is_empty() && calls.is_empty());
+        }
+    }
+
+    #[tokio::test]
     async fn ingest_batches_of_one_room_wait_for_each_other_across_instances() {
         let (stores, _dir) = backend::test_stores().await;
         let (a, b) = (&stores[1], stores[1].as_another_instance());
@@ -371,7 +415,7 @@ mod tests {
             lock_for_ingest(&mut tx, &["RM_other", "EV_1", "RM_shared"])
                 .await
                 .unwrap();
-            let seen = seen_events(&mut tx, &["EV_1"]).await.unwrap();
+            let (seen, _) = known(&mut tx, &["EV_1"], &[]).await.unwrap();
             tx.commit().await.unwrap();
             seen
         });

@@ -209,13 +209,11 @@ impl IngestBatch for SqliteBatch<'_> {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use crate::store::test_sqlite_store;
 
     #[tokio::test]
     async fn the_writers_connection_is_as_durable_as_the_pool() {
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}", dir.path().join("w.db").display());
-        let store = Store::open(&url, 4).await.unwrap();
+        let (store, _dir) = test_sqlite_store().await;
         let own = store.ingest_connection().unwrap().unwrap();
         let pragma = |name: &str| -> String {
             own.conn
