@@ -300,17 +300,23 @@ mod tests {
         bool,
     );
 
+    /// A write transaction holding one new call, room `RM_1` of workflow 7.
+    async fn with_one_call(store: &Store) -> (Tx, i64) {
+        let mut tx = store.begin().await.unwrap();
+        let ids = create_calls(&mut tx, &[NewCall("RM_1", "room", 7, "wf", "slug")])
+            .await
+            .unwrap();
+        (tx, ids["RM_1"])
+    }
+
     #[tokio::test]
     async fn enqueue_all_writes_the_rows_enqueue_writes() {
         let (stores, _dir) = backend::test_stores().await;
         for store in stores {
-            let mut tx = store.begin().await.unwrap();
-            let ids = create_calls(&mut tx, &[NewCall("RM_1", "room", 7, "wf", "slug")])
-                .await
-                .unwrap();
+            let (mut tx, call_id) = with_one_call(&store).await;
             let delivery = |webhook_id, seq, recording| NewDelivery {
                 webhook_id,
-                call_id: ids["RM_1"],
+                call_id,
                 seq,
                 event_type: "call_finalized",
                 workflow_id: 7,
@@ -358,12 +364,9 @@ mod tests {
     async fn one_lookup_finds_the_seen_ids_and_the_existing_calls() {
         let (stores, _dir) = backend::test_stores().await;
         for store in stores {
-            let mut tx = store.begin().await.unwrap();
-            let ids = create_calls(&mut tx, &[NewCall("RM_1", "room", 7, "wf", "slug")])
-                .await
-                .unwrap();
+            let (mut tx, call_id) = with_one_call(&store).await;
             let state = crate::call::CallState::new(
-                ids["RM_1"],
+                call_id,
                 "slug".into(),
                 &crate::config::Workflow {
                     id: 7,
@@ -395,7 +398,7 @@ mod tests {
             );
             assert_eq!(calls.len(), 1, "{:?}", store.dialect());
             assert_eq!(calls[0].room_sid, "RM_1");
-            assert_eq!(calls[0].call_id, ids["RM_1"]);
+            assert_eq!(calls[0].call_id, call_id);
             let (seen, calls) = known(&mut tx, &[], &[]).await.unwrap();
             assert!(seen.is_empty() && calls.is_empty());
         }
