@@ -245,6 +245,15 @@ async fn open_sqlite(url: &str) -> Result<(SqlitePool, Option<std::fs::File>), S
         .pragma("journal_size_limit", "67108864");
     let pool = SqlitePoolOptions::new()
         .max_connections(4)
+        .after_connect(|conn, _| {
+            Box::pin(async move {
+                let mut handle = conn.lock_handle().await?;
+                // SAFETY: the handle is open, and locked for this task alone.
+                unsafe { super::busy::install(handle.as_raw_handle().as_ptr()) }.map_err(|rc| {
+                    sqlx::Error::Protocol(format!("sqlite3_busy_handler failed: {rc}"))
+                })
+            })
+        })
         // A local file does not go stale like a network connection: pinging it before
         // each use only added a round trip to every transaction.
         .test_before_acquire(false)

@@ -6,6 +6,7 @@
 
 mod backend;
 mod batch;
+mod busy;
 mod checkpoint;
 mod observe;
 mod operator;
