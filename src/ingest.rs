@@ -6,6 +6,10 @@
 //! request is answered only after the transaction holding its event committed. On a
 //! SQLite file the writer is a thread with a connection of its own
 //! (`store::IngestConnection`); on PostgreSQL it is a task on the pool.
+//!
+//! On a SQLite file the writer also commits the delivery worker's outcomes, in the same
+//! transactions: one file has one write lock, and two writers each with an fsync per
+//! commit took it in turns (see [`Ingestor::takes_outcomes`]).
 
 use std::{collections::HashMap, sync::Arc, time::Instant};
 
@@ -16,7 +20,10 @@ use crate::{
     call::{CallState, EventKind, machine, workflow},
     config::{SharedWorkflows, Workflow},
     livekit::event::WebhookEvent,
-    store::{self, IngestBatch, IngestConnection, NewDelivery, Store, StoreError},
+    store::{
+        self, Attempt, AttemptOutcome, IngestBatch, IngestConnection, NewDelivery, Store,
+        StoreError,
+    },
 };
 
 /// The most events committed in one transaction.
@@ -51,10 +58,28 @@ struct Command {
     reply: oneshot::Sender<Result<Accepted, Arc<StoreError>>>,
 }
 
+/// A finished delivery attempt to record.
+struct Outcome {
+    attempt: Attempt,
+    outcome: AttemptOutcome,
+    done: oneshot::Sender<Result<(), Arc<StoreError>>>,
+}
+
+/// What the writer commits.
+#[allow(
+    clippy::large_enum_variant,
+    reason = "events are nearly every job, and the channel carried them unboxed before"
+)]
+enum Job {
+    Event(Command),
+    Outcome(Outcome),
+}
+
 /// The handle request handlers submit events through.
 #[derive(Clone)]
 pub struct Ingestor {
-    commands: mpsc::Sender<Command>,
+    jobs: mpsc::Sender<Job>,
+    takes_outcomes: bool,
 }
 
 impl Ingestor {
@@ -64,8 +89,9 @@ impl Ingestor {
         workflows: SharedWorkflows,
         delivery: Arc<Notify>,
     ) -> Result<(Ingestor, tokio::task::JoinHandle<()>), StoreError> {
-        let (commands, rx) = mpsc::channel(4 * MAX_BATCH);
+        let (jobs, rx) = mpsc::channel(4 * MAX_BATCH);
         let own = store.ingest_connection()?;
+        let takes_outcomes = own.is_some();
         let writer = Writer {
             store,
             workflows,
@@ -77,7 +103,44 @@ impl Ingestor {
             Some(conn) => tokio::task::spawn_blocking(move || writer.run_on(conn, rx)),
             None => tokio::spawn(writer.run(rx)),
         };
-        Ok((Ingestor { commands }, handle))
+        Ok((
+            Ingestor {
+                jobs,
+                takes_outcomes,
+            },
+            handle,
+        ))
+    }
+
+    /// Whether delivery outcomes should be recorded through [`Ingestor::record`]: on a
+    /// SQLite file, where the writer holds the one write lock. Measured with a
+    /// recorder of its own beside it, the two transactions' fsyncs alternated:
+    /// ingest ran at half its rate while deliveries were recorded. On PostgreSQL the
+    /// recorder keeps its own transactions, which take no lock ingest waits for.
+    pub fn takes_outcomes(&self) -> bool {
+        self.takes_outcomes
+    }
+
+    /// Records a finished delivery attempt in the writer's next transaction; returns
+    /// once that is durable.
+    pub async fn record(
+        &self,
+        attempt: Attempt,
+        outcome: AttemptOutcome,
+    ) -> Result<(), IngestError> {
+        let (done, committed) = oneshot::channel();
+        self.jobs
+            .send(Job::Outcome(Outcome {
+                attempt,
+                outcome,
+                done,
+            }))
+            .await
+            .map_err(|_| IngestError::Stopped)?;
+        committed
+            .await
+            .map_err(|_| IngestError::Stopped)?
+            .map_err(IngestError::Store)
     }
 
     /// Commits `event` and everything it causes; returns once that is durable.
@@ -87,12 +150,12 @@ impl Ingestor {
         dedupe_key: String,
     ) -> Result<Accepted, IngestError> {
         let (reply, answer) = oneshot::channel();
-        self.commands
-            .send(Command {
+        self.jobs
+            .send(Job::Event(Command {
                 event,
                 dedupe_key,
                 reply,
-            })
+            }))
             .await
             .map_err(|_| IngestError::Stopped)?;
         match answer.await {
@@ -113,11 +176,20 @@ struct Writer {
 
 impl Writer {
     /// The writer on the store's pool (PostgreSQL).
-    async fn run(self, mut rx: mpsc::Receiver<Command>) {
+    async fn run(self, mut rx: mpsc::Receiver<Job>) {
+        let mut jobs = Vec::with_capacity(MAX_BATCH);
         let mut batch = Vec::with_capacity(MAX_BATCH);
-        while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
-            let result = self.commit(&batch).await;
-            self.answer(&mut batch, result);
+        while rx.recv_many(&mut jobs, MAX_BATCH).await > 0 {
+            let outcomes = split(&mut jobs, &mut batch);
+            if !outcomes.records.is_empty() {
+                // Not sent here (`takes_outcomes` is false), but recorded if they are.
+                let result = self.store.finish_attempts(&outcomes.records).await;
+                outcomes.answer(result);
+            }
+            if !batch.is_empty() {
+                let result = self.commit(&batch).await;
+                self.answer(&mut batch, result);
+            }
         }
     }
 
@@ -132,18 +204,27 @@ impl Writer {
     /// the next batch writes from the WAL's start: ingest went from 14,800 to 17,900
     /// webhooks/s on the bench machine. Below a burst's rates the task keeps the WAL
     /// short by itself and the writer never waits for a checkpoint.
-    fn run_on(self, mut conn: IngestConnection, mut rx: mpsc::Receiver<Command>) {
+    fn run_on(self, mut conn: IngestConnection, mut rx: mpsc::Receiver<Job>) {
+        let mut jobs = Vec::with_capacity(MAX_BATCH);
         let mut batch = Vec::with_capacity(MAX_BATCH);
         while let Some(first) = rx.blocking_recv() {
-            batch.push(first);
-            while batch.len() < MAX_BATCH {
+            jobs.push(first);
+            while jobs.len() < MAX_BATCH {
                 match rx.try_recv() {
-                    Ok(cmd) => batch.push(cmd),
+                    Ok(job) => jobs.push(job),
                     Err(_) => break,
                 }
             }
-            let result = self.commit_on(&mut conn, &batch);
-            self.answer(&mut batch, result);
+            let outcomes = split(&mut jobs, &mut batch);
+            let (events, recorded) = match self.commit_on(&mut conn, &batch, &outcomes.records) {
+                Ok(results) => (Ok(results), Ok(())),
+                Err(e) => {
+                    let e = Arc::new(e);
+                    (Err(e.clone()), Err(e))
+                }
+            };
+            outcomes.answer(recorded);
+            self.answer(&mut batch, events);
             if conn.wal_frames() > self.wal_restart_frames
                 && let Err(e) = conn.checkpoint()
             {
@@ -153,7 +234,11 @@ impl Writer {
     }
 
     /// Answers every request of the batch, and wakes delivery if it queued anything.
-    fn answer(&self, batch: &mut Vec<Command>, result: Result<Vec<Accepted>, StoreError>) {
+    fn answer(
+        &self,
+        batch: &mut Vec<Command>,
+        result: Result<Vec<Accepted>, impl Into<Arc<StoreError>>>,
+    ) {
         match result {
             Ok(results) => {
                 if results
@@ -167,8 +252,8 @@ impl Writer {
                 }
             }
             Err(e) => {
+                let e: Arc<StoreError> = e.into();
                 tracing::error!(error = %e, events = batch.len(), "could not commit webhook events; LiveKit will retry");
-                let e = Arc::new(e);
                 for cmd in batch.drain(..) {
                     let _ = cmd.reply.send(Err(e.clone()));
                 }
@@ -189,10 +274,16 @@ impl Writer {
         &self,
         conn: &mut IngestConnection,
         batch: &[Command],
+        outcomes: &[(Attempt, AttemptOutcome)],
     ) -> Result<Vec<Accepted>, StoreError> {
         let started = Instant::now();
         let mut tx = conn.begin()?;
-        let results = completed(self.apply(&mut tx, batch))?;
+        let results = if batch.is_empty() {
+            Vec::new()
+        } else {
+            completed(self.apply(&mut tx, batch))?
+        };
+        tx.record_attempts(outcomes)?;
         tx.commit()?;
         crate::metrics::store_commit(started.elapsed().as_secs_f64());
         Ok(results)
@@ -373,6 +464,40 @@ impl Writer {
         }
         Ok(())
     }
+}
+
+/// A batch's delivery outcomes, and who waits for each to be recorded.
+#[derive(Default)]
+struct Outcomes {
+    records: Vec<(Attempt, AttemptOutcome)>,
+    waiting: Vec<oneshot::Sender<Result<(), Arc<StoreError>>>>,
+}
+
+impl Outcomes {
+    fn answer(self, result: Result<(), impl Into<Arc<StoreError>>>) {
+        let result = result.map_err(Into::into);
+        if let Err(e) = &result {
+            tracing::error!(error = %e, outcomes = self.waiting.len(), "could not record delivery outcomes; those deliveries will be sent again");
+        }
+        for done in self.waiting {
+            let _ = done.send(result.clone());
+        }
+    }
+}
+
+/// Sorts a batch's jobs into events and outcomes, each in arrival order.
+fn split(jobs: &mut Vec<Job>, events: &mut Vec<Command>) -> Outcomes {
+    let mut outcomes = Outcomes::default();
+    for job in jobs.drain(..) {
+        match job {
+            Job::Event(cmd) => events.push(cmd),
+            Job::Outcome(o) => {
+                outcomes.records.push((o.attempt, o.outcome));
+                outcomes.waiting.push(o.done);
+            }
+        }
+    }
+    outcomes
 }
 
 /// The output of a future that never waits, as [`store::SqliteBatch`]'s statements.
@@ -559,10 +684,10 @@ mod tests {
         // The writer's own SQLite connection writes the same rows as the pool does.
         let (own, _d3) = writer().await;
         let mut conn = own.store.ingest_connection().unwrap().unwrap();
-        let on_own = own.commit_on(&mut conn, &batch).unwrap();
+        let on_own = own.commit_on(&mut conn, &batch, &[]).unwrap();
         assert_eq!(on_own, together);
         assert_eq!(dump(&own).await, dump(&batched).await);
-        let again = own.commit_on(&mut conn, &batch).unwrap();
+        let again = own.commit_on(&mut conn, &batch, &[]).unwrap();
         assert!(again.iter().all(|a| *a == Accepted::Duplicate));
 
         use Accepted::*;
@@ -598,6 +723,62 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn on_a_sqlite_file_the_writer_records_delivery_outcomes() {
+        let (w, _dir) = writer().await;
+        let store = w.store.clone();
+        let (ingestor, handle) =
+            Ingestor::start(store.clone(), w.workflows.clone(), w.delivery.clone()).unwrap();
+        assert!(
+            ingestor.takes_outcomes(),
+            "a SQLite file's writer takes outcomes"
+        );
+        let first = command(events()[0].clone());
+        let accepted = ingestor
+            .submit(first.event, first.dedupe_key)
+            .await
+            .unwrap();
+        assert!(
+            matches!(accepted, Accepted::Applied { emitted: 0, .. }),
+            "{accepted:?}"
+        );
+        let joined = events();
+        for body in &joined[2..4] {
+            let cmd = command(body.clone());
+            ingestor.submit(cmd.event, cmd.dedupe_key).await.unwrap();
+        }
+        let (outbox_id,): (i64,) =
+            sqlx::query_as("SELECT id FROM outbox WHERE event_type = 'call_started'")
+                .fetch_one(store.sqlite())
+                .await
+                .unwrap();
+        let attempt = Attempt {
+            outbox_id,
+            attempted_at: store::now_ms(),
+            endpoint: "http://127.0.0.1:1/".into(),
+            status_code: Some(200),
+            error: None,
+            latency_ms: 3,
+            response_body: Some("ok".into()),
+        };
+        ingestor
+            .record(attempt, AttemptOutcome::Delivered)
+            .await
+            .unwrap();
+        let (status, attempts): (String, i64) = sqlx::query_as(
+            "SELECT status, (SELECT count(*) FROM delivery_attempts WHERE outbox_id = o.id)
+             FROM outbox o WHERE id = $1",
+        )
+        .bind(outbox_id)
+        .fetch_one(store.sqlite())
+        .await
+        .unwrap();
+        assert_eq!((status.as_str(), attempts), ("delivered", 1));
+        drop(ingestor);
+        handle.await.unwrap();
+
+    }
+
+    #[tokio::test]
     async fn the_writers_checkpoint_starts_the_wal_over() {
         let (w, _dir) = writer().await;
         let mut conn = w.store.ingest_connection().unwrap().unwrap();
@@ -609,7 +790,7 @@ mod tests {
                 })
                 .collect()
         };
-        w.commit_on(&mut conn, &calls(0, 200)).unwrap();
+        w.commit_on(&mut conn, &calls(0, 200), &[]).unwrap();
         let big = conn.wal_frames();
         assert!(big > 0, "the commit's pages are in the WAL");
         let (log, copied) = conn.checkpoint().unwrap();
@@ -618,7 +799,7 @@ mod tests {
             big, copied,
             "with no write in progress every frame is copied"
         );
-        w.commit_on(&mut conn, &calls(200, 1)).unwrap();
+        w.commit_on(&mut conn, &calls(200, 1), &[]).unwrap();
         let small = conn.wal_frames();
         // Appended, the WAL would hold both batches' frames; started over, only the last.
         assert!(small < big, "WAL not restarted: {small} frames after {big}");
@@ -640,7 +821,7 @@ mod tests {
                 command(json!({"id": format!("EV_{i}"), "event": "room_started", "room": room}));
             let (reply, answer) = oneshot::channel();
             cmd.reply = reply;
-            tx.send(cmd).await.unwrap();
+            tx.send(Job::Event(cmd)).await.unwrap();
             answers.push(answer);
         }
         for answer in answers {

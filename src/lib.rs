@@ -114,6 +114,7 @@ pub async fn run_with(config: Config, options: RunOptions) -> anyhow::Result<()>
         &config.delivery,
         workflows,
         wake,
+        &ingestor,
     )
     .context("building the HTTP client for deliveries")?;
 

@@ -3,12 +3,18 @@
 //! the worker at about a hundred deliveries a second; batched, one fsync serves all
 //! the deliveries that finished meanwhile. A delivery counts as done (and leaves the
 //! in-flight set) only once its outcome is committed.
+//!
+//! On a SQLite file the ingest writer commits them, in its own transactions
+//! (`Ingestor::takes_outcomes`); elsewhere a task of the recorder's own does.
 
 use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot};
 
-use crate::store::{Attempt, AttemptOutcome, Store, StoreError};
+use crate::{
+    ingest::{IngestError, Ingestor},
+    store::{Attempt, AttemptOutcome, Store, StoreError},
+};
 
 /// The most outcomes committed in one transaction.
 const MAX_BATCH: usize = 512;
@@ -34,16 +40,23 @@ type Job = (
 );
 
 #[derive(Clone)]
-pub struct Recorder {
-    jobs: mpsc::Sender<Job>,
+pub enum Recorder {
+    /// The recorder's own task.
+    Own(mpsc::Sender<Job>),
+    /// The ingest writer.
+    Writer(Ingestor),
 }
 
 impl Recorder {
-    /// Starts the task that commits outcomes; it ends when every `Recorder` is dropped.
-    pub fn start(store: Store) -> Recorder {
+    /// Hands outcomes to `writer` if it takes them; otherwise starts the task that
+    /// commits them, which ends when every `Recorder` is dropped.
+    pub fn start(store: Store, writer: &Ingestor) -> Recorder {
+        if writer.takes_outcomes() {
+            return Recorder::Writer(writer.clone());
+        }
         let (jobs, rx) = mpsc::channel(4 * MAX_BATCH);
         tokio::spawn(run(store, rx));
-        Recorder { jobs }
+        Recorder::Own(jobs)
     }
 
     /// Records one attempt and its outcome; returns once committed.
@@ -52,9 +65,17 @@ impl Recorder {
         attempt: Attempt,
         outcome: AttemptOutcome,
     ) -> Result<(), RecordError> {
+        let jobs = match self {
+            Recorder::Own(jobs) => jobs,
+            Recorder::Writer(writer) => {
+                return writer.record(attempt, outcome).await.map_err(|e| match e {
+                    IngestError::Store(e) => RecordError::Store(e),
+                    IngestError::Stopped => RecordError::Stopped,
+                });
+            }
+        };
         let (done, committed) = oneshot::channel();
-        self.jobs
-            .send((attempt, outcome, done))
+        jobs.send((attempt, outcome, done))
             .await
             .map_err(|_| RecordError::Stopped)?;
         committed

@@ -25,6 +25,7 @@ use super::{
 use crate::{
     call::{machine::RecordingFile, voicekit},
     config::{DeliveryConfig, SharedWorkflows, Workflow},
+    ingest::Ingestor,
     livekit::api::{LiveKitApi, merge_metadata},
     metrics,
     recording::{Published, Recordings},
@@ -145,6 +146,7 @@ impl Worker {
         config: &DeliveryConfig,
         workflows: SharedWorkflows,
         wake: Arc<Notify>,
+        ingestor: &Ingestor,
     ) -> Result<Worker, reqwest::Error> {
         let http = reqwest::Client::builder()
             // Standard Webhooks practice: a redirect is not a delivery.
@@ -158,7 +160,7 @@ impl Worker {
         );
         Ok(Worker {
             inner: Arc::new(Inner {
-                recorder: Recorder::start(store.clone()),
+                recorder: Recorder::start(store.clone(), ingestor),
                 slot_freed: Notify::new(),
                 store,
                 http,

@@ -4,7 +4,7 @@ use sqlx::FromRow;
 
 use super::{
     Store, StoreError, Tx,
-    backend::{in_values, on_pool, on_tx, rows_of},
+    backend::{Dialect, in_values, on_pool, on_tx, rows_of},
     now_ms,
 };
 
@@ -274,6 +274,20 @@ async fn record_attempts(
     tx: &mut Tx,
     attempts: &[(Attempt, AttemptOutcome)],
 ) -> Result<(), StoreError> {
+    let rows = attempt_rows(attempts)?;
+    for sql in record_attempts_sql(tx.dialect()) {
+        on_tx!(tx, c => sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(&rows)
+            .execute(&mut *c)
+            .await?
+            .rows_affected());
+    }
+    Ok(())
+}
+
+/// The attempts and where they leave their rows, as the JSON array parameter of
+/// [`record_attempts_sql`].
+pub(super) fn attempt_rows(attempts: &[(Attempt, AttemptOutcome)]) -> Result<String, StoreError> {
     let now = now_ms();
     let rows: Vec<_> = attempts
         .iter()
@@ -304,7 +318,12 @@ async fn record_attempts(
             ])
         })
         .collect();
-    let rows = serde_json::to_string(&rows)?;
+    Ok(serde_json::to_string(&rows)?)
+}
+
+/// Inserts the attempts, then moves their outbox rows on; each takes the rows of
+/// [`attempt_rows`] as its one parameter.
+pub(super) fn record_attempts_sql(dialect: Dialect) -> [String; 2] {
     let insert = format!(
         "INSERT INTO delivery_attempts (outbox_id, attempted_at, endpoint, status_code,
                                         error, latency_ms, response_body)
@@ -312,7 +331,7 @@ async fn record_attempts(
                 CAST(j.value->>3 AS BIGINT), j.value->>4, CAST(j.value->>5 AS BIGINT),
                 j.value->>6
          FROM {} ORDER BY j.key",
-        rows_of(tx.dialect(), "$1")
+        rows_of(dialect, "$1")
     );
     // Each row's claim ends with its attempt.
     let update = format!(
@@ -321,19 +340,9 @@ async fn record_attempts(
              delivered_at = CAST(j.value->>9 AS BIGINT), last_error = j.value->>10,
              claimed_by = NULL, claimed_until = NULL
          FROM {} WHERE outbox.id = CAST(j.value->>0 AS BIGINT)",
-        rows_of(tx.dialect(), "$1")
+        rows_of(dialect, "$1")
     );
-    on_tx!(tx, c => sqlx::query(sqlx::AssertSqlSafe(insert))
-        .bind(&rows)
-        .execute(&mut *c)
-        .await?
-        .rows_affected());
-    on_tx!(tx, c => sqlx::query(sqlx::AssertSqlSafe(update))
-        .bind(&rows)
-        .execute(&mut *c)
-        .await?
-        .rows_affected());
-    Ok(())
+    [insert, update]
 }
 
 /// Where an attempt leaves its outbox row.

@@ -13,14 +13,19 @@ use std::{
     cell::Cell,
     collections::{HashMap, HashSet},
     ffi::c_int,
-    time::Duration,
 };
 
 use rusqlite::{
     Connection, OptionalExtension, Transaction, TransactionBehavior, hooks::Wal, params,
 };
 
-use super::{NewCall, NewDelivery, SeenEvent, Store, StoreError, batch::IngestBatch, now_ms};
+use super::{
+    Attempt, AttemptOutcome, NewCall, NewDelivery, SeenEvent, Store, StoreError,
+    backend::Dialect,
+    batch::IngestBatch,
+    now_ms,
+    outbox::{attempt_rows, record_attempts_sql},
+};
 use crate::call::CallState;
 
 /// The writer's connection to the store's SQLite file.
@@ -36,7 +41,7 @@ impl Store {
             return Ok(None);
         };
         let conn = Connection::open(file)?;
-        conn.busy_timeout(Duration::from_secs(10))?;
+        conn.busy_handler(Some(super::busy::wait))?;
         // The pool's settings (`backend::open_sqlite`), which are per connection: an
         // fsync per commit, foreign keys checked, checkpoints left to their own task.
         conn.execute_batch(
@@ -97,6 +102,22 @@ pub struct SqliteBatch<'c> {
 }
 
 impl SqliteBatch<'_> {
+    /// Records finished delivery attempts (`Store::finish_attempts`'s statements), so
+    /// they share the batch's one fsync.
+    pub fn record_attempts(
+        &mut self,
+        attempts: &[(Attempt, AttemptOutcome)],
+    ) -> Result<(), StoreError> {
+        if attempts.is_empty() {
+            return Ok(());
+        }
+        let rows = attempt_rows(attempts)?;
+        for sql in record_attempts_sql(Dialect::Sqlite) {
+            self.tx.prepare_cached(&sql)?.execute([&rows])?;
+        }
+        Ok(())
+    }
+
     /// Commits: once this returns, the batch is durable.
     pub fn commit(self) -> Result<(), StoreError> {
         Ok(self.tx.commit()?)
