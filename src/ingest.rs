@@ -5,13 +5,22 @@
 //! queued in one transaction (group commit): one fsync serves many webhooks, and each
 //! request is answered only after the transaction holding its event committed. On a
 //! SQLite file the writer is a thread with a connection of its own
-//! (`store::IngestConnection`); on PostgreSQL it is a task on the pool.
+//! (`store::IngestConnection`), and a second thread fsyncs each commit and only then
+//! answers its requests, while the writer goes on with the next batch (see
+//! `store::WalSync`); on PostgreSQL the writer is a task on the pool.
 //!
 //! On a SQLite file the writer also commits the delivery worker's outcomes, in the same
 //! transactions: one file has one write lock, and two writers each with an fsync per
 //! commit took it in turns (see [`Ingestor::takes_outcomes`]).
 
-use std::{collections::HashMap, sync::Arc, time::Instant};
+use std::{
+    collections::HashMap,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Instant,
+};
 
 use rand::{Rng, distr::Alphanumeric};
 use tokio::sync::{Notify, mpsc, oneshot};
@@ -22,7 +31,7 @@ use crate::{
     livekit::event::WebhookEvent,
     store::{
         self, Attempt, AttemptOutcome, IngestBatch, IngestConnection, NewDelivery, Store,
-        StoreError,
+        StoreError, SyncHorizon, WalSync,
     },
 };
 
@@ -100,7 +109,10 @@ impl Ingestor {
         };
         let handle = match own {
             // Its statements block on the disk: a thread of its own, not a runtime worker.
-            Some(conn) => tokio::task::spawn_blocking(move || writer.run_on(conn, rx)),
+            Some(conn) => {
+                let sync = conn.wal_sync()?;
+                tokio::task::spawn_blocking(move || writer.run_on(conn, rx, sync))
+            }
             None => tokio::spawn(writer.run(rx)),
         };
         Ok((
@@ -188,7 +200,9 @@ impl Writer {
             }
             if !batch.is_empty() {
                 let result = self.commit(&batch).await;
-                self.answer(&mut batch, result);
+                if answer(&mut batch, result) {
+                    self.delivery.notify_one();
+                }
             }
         }
     }
@@ -204,9 +218,19 @@ impl Writer {
     /// the next batch writes from the WAL's start: ingest went from 14,800 to 17,900
     /// webhooks/s on the bench machine. Below a burst's rates the task keeps the WAL
     /// short by itself and the writer never waits for a checkpoint.
-    fn run_on(self, mut conn: IngestConnection, mut rx: mpsc::Receiver<Job>) {
+    fn run_on(self, mut conn: IngestConnection, mut rx: mpsc::Receiver<Job>, sync: WalSync) {
+        let horizon = self.store.sync_horizon().clone();
+        let failed = Arc::new(AtomicBool::new(false));
+        let (committed, to_sync) = std::sync::mpsc::channel();
+        let syncer = {
+            let (horizon, failed, delivery) =
+                (horizon.clone(), failed.clone(), self.delivery.clone());
+            std::thread::Builder::new()
+                .name("vkb-wal-sync".into())
+                .spawn(move || sync_and_answer(&to_sync, &sync, &horizon, &failed, &delivery))
+                .expect("spawning the WAL sync thread")
+        };
         let mut jobs = Vec::with_capacity(MAX_BATCH);
-        let mut batch = Vec::with_capacity(MAX_BATCH);
         while let Some(first) = rx.blocking_recv() {
             jobs.push(first);
             while jobs.len() < MAX_BATCH {
@@ -215,50 +239,28 @@ impl Writer {
                     Err(_) => break,
                 }
             }
+            let mut batch = Vec::with_capacity(jobs.len());
             let outcomes = split(&mut jobs, &mut batch);
-            let (events, recorded) = match self.commit_on(&mut conn, &batch, &outcomes.records) {
-                Ok(results) => (Ok(results), Ok(())),
-                Err(e) => {
-                    let e = Arc::new(e);
-                    (Err(e.clone()), Err(e))
-                }
+            // After a failed fsync the page cache may have dropped writes SQLite counts
+            // as made: nothing more is written until a restart lets SQLite recover.
+            let result = if failed.load(Ordering::Acquire) {
+                Err(StoreError::WalSyncFailed)
+            } else {
+                self.commit_on(&mut conn, &batch, &outcomes.records, &horizon)
             };
-            outcomes.answer(recorded);
-            self.answer(&mut batch, events);
+            let _ = committed.send(Committed {
+                batch,
+                outcomes,
+                result: result.map_err(Arc::new),
+            });
             if conn.wal_frames() > self.wal_restart_frames
                 && let Err(e) = conn.checkpoint()
             {
                 tracing::warn!(error = %e, "WAL checkpoint by the ingest writer failed; will try again");
             }
         }
-    }
-
-    /// Answers every request of the batch, and wakes delivery if it queued anything.
-    fn answer(
-        &self,
-        batch: &mut Vec<Command>,
-        result: Result<Vec<Accepted>, impl Into<Arc<StoreError>>>,
-    ) {
-        match result {
-            Ok(results) => {
-                if results
-                    .iter()
-                    .any(|r| matches!(r, Accepted::Applied { emitted, .. } if *emitted > 0))
-                {
-                    self.delivery.notify_one();
-                }
-                for (cmd, result) in batch.drain(..).zip(results) {
-                    let _ = cmd.reply.send(Ok(result));
-                }
-            }
-            Err(e) => {
-                let e: Arc<StoreError> = e.into();
-                tracing::error!(error = %e, events = batch.len(), "could not commit webhook events; LiveKit will retry");
-                for cmd in batch.drain(..) {
-                    let _ = cmd.reply.send(Err(e.clone()));
-                }
-            }
-        }
+        drop(committed);
+        syncer.join().expect("the WAL sync thread panicked");
     }
 
     async fn commit(&self, batch: &[Command]) -> Result<Vec<Accepted>, StoreError> {
@@ -275,6 +277,7 @@ impl Writer {
         conn: &mut IngestConnection,
         batch: &[Command],
         outcomes: &[(Attempt, AttemptOutcome)],
+        horizon: &SyncHorizon,
     ) -> Result<Vec<Accepted>, StoreError> {
         let started = Instant::now();
         let mut tx = conn.begin()?;
@@ -284,7 +287,12 @@ impl Writer {
             completed(self.apply(&mut tx, batch))?
         };
         tx.record_attempts(outcomes)?;
-        tx.commit()?;
+        // Others see the rows from the commit on; delivery must not until they are synced.
+        horizon.committing(tx.first_outbox_id());
+        if let Err(e) = tx.commit() {
+            horizon.withdraw();
+            return Err(e);
+        }
         crate::metrics::store_commit(started.elapsed().as_secs_f64());
         Ok(results)
     }
@@ -463,6 +471,94 @@ impl Writer {
             );
         }
         Ok(())
+    }
+}
+
+/// Answers every request of the batch; whether it queued VoiceKit events.
+fn answer(
+    batch: &mut Vec<Command>,
+    result: Result<Vec<Accepted>, impl Into<Arc<StoreError>>>,
+) -> bool {
+    match result {
+        Ok(results) => {
+            let emitted = results
+                .iter()
+                .any(|r| matches!(r, Accepted::Applied { emitted, .. } if *emitted > 0));
+            for (cmd, result) in batch.drain(..).zip(results) {
+                let _ = cmd.reply.send(Ok(result));
+            }
+            emitted
+        }
+        Err(e) => {
+            let e: Arc<StoreError> = e.into();
+            tracing::error!(error = %e, events = batch.len(), "could not commit webhook events; LiveKit will retry");
+            for cmd in batch.drain(..) {
+                let _ = cmd.reply.send(Err(e.clone()));
+            }
+            false
+        }
+    }
+}
+
+/// A batch the SQLite writer committed (or failed to), on its way to the WAL sync.
+struct Committed {
+    batch: Vec<Command>,
+    outcomes: Outcomes,
+    result: Result<Vec<Accepted>, Arc<StoreError>>,
+}
+
+/// The WAL sync thread: syncs once for every batch committed since its last sync, then
+/// answers them in order, lets delivery read their rows, and wakes it.
+fn sync_and_answer(
+    committed: &std::sync::mpsc::Receiver<Committed>,
+    sync: &WalSync,
+    horizon: &SyncHorizon,
+    failed: &AtomicBool,
+    delivery: &Notify,
+) {
+    while let Ok(first) = committed.recv() {
+        let done: Vec<Committed> = std::iter::once(first).chain(committed.try_iter()).collect();
+        // A failed commit holds no place in the horizon (`commit_on` let it go).
+        let held = done.iter().filter(|c| c.result.is_ok()).count();
+        let synced = if held == 0 {
+            Ok(())
+        } else {
+            let started = Instant::now();
+            let synced = sync.sync();
+            crate::metrics::wal_sync(started.elapsed().as_secs_f64());
+            synced
+        };
+        let synced = match synced {
+            Ok(()) => {
+                horizon.synced(held);
+                Ok(())
+            }
+            Err(e) => {
+                // Its rows stay held back from delivery: they may not be on disk.
+                failed.store(true, Ordering::Release);
+                let e = Arc::new(StoreError::WalSync(e));
+                tracing::error!(error = %e, "the ingest writer stops: restart the bridge so SQLite recovers its WAL");
+                Err(e)
+            }
+        };
+        let mut wake = false;
+        for Committed {
+            mut batch,
+            outcomes,
+            result,
+        } in done
+        {
+            let result = match (&synced, result) {
+                (Ok(()), result) => result,
+                (Err(e), Ok(_)) => Err(e.clone()),
+                (Err(_), Err(e)) => Err(e),
+            };
+            outcomes.answer(result.as_ref().map(|_| ()).map_err(Arc::clone));
+            wake |= answer(&mut batch, result);
+        }
+        if wake {
+            delivery.notify_one();
+        }
     }
 }
 
@@ -684,10 +780,14 @@ mod tests {
         // The writer's own SQLite connection writes the same rows as the pool does.
         let (own, _d3) = writer().await;
         let mut conn = own.store.ingest_connection().unwrap().unwrap();
-        let on_own = own.commit_on(&mut conn, &batch, &[]).unwrap();
+        let on_own = own
+            .commit_on(&mut conn, &batch, &[], &SyncHorizon::default())
+            .unwrap();
         assert_eq!(on_own, together);
         assert_eq!(dump(&own).await, dump(&batched).await);
-        let again = own.commit_on(&mut conn, &batch, &[]).unwrap();
+        let again = own
+            .commit_on(&mut conn, &batch, &[], &SyncHorizon::default())
+            .unwrap();
         assert!(again.iter().all(|a| *a == Accepted::Duplicate));
 
         use Accepted::*;
@@ -775,7 +875,128 @@ mod tests {
         assert_eq!((status.as_str(), attempts), ("delivered", 1));
         drop(ingestor);
         handle.await.unwrap();
+    }
 
+    /// Starts the SQLite writer with `sync` as its WAL sync; submits `bodies`, each as
+    /// its own job, and returns their answers.
+    async fn submit_with_sync(
+        w: Writer,
+        sync: WalSync,
+        bodies: &[serde_json::Value],
+    ) -> (
+        mpsc::Sender<Job>,
+        std::thread::JoinHandle<()>,
+        Vec<oneshot::Receiver<Result<Accepted, Arc<StoreError>>>>,
+    ) {
+        let conn = w.store.ingest_connection().unwrap().unwrap();
+        let (tx, rx) = mpsc::channel(16);
+        let writer = std::thread::spawn(move || w.run_on(conn, rx, sync));
+        let mut answers = Vec::new();
+        for body in bodies {
+            let mut cmd = command(body.clone());
+            let (reply, answer) = oneshot::channel();
+            cmd.reply = reply;
+            tx.send(Job::Event(cmd)).await.unwrap();
+            answers.push(answer);
+        }
+        (tx, writer, answers)
+    }
+
+    #[tokio::test]
+    async fn webhooks_are_answered_and_delivered_only_after_the_wal_sync() {
+        let (w, _dir) = writer().await;
+        let store = w.store.clone();
+        // Each sync waits for the test to let it through.
+        let (release, gate) = std::sync::mpsc::channel::<()>();
+        let gate = std::sync::Mutex::new(gate);
+        let sync = WalSync::with(move || {
+            let _ = gate.lock().unwrap().recv();
+            Ok(())
+        });
+        let all = events();
+        // room_started, the caller, the agent: the agent's join queues call_started.
+        let (tx, writer, mut answers) =
+            submit_with_sync(w, sync, &[all[0].clone(), all[2].clone(), all[3].clone()]).await;
+        // The writer commits all three while the first sync is still held.
+        let committed = || async {
+            sqlx::query_as::<_, (i64,)>("SELECT id FROM outbox WHERE event_type = 'call_started'")
+                .fetch_optional(store.sqlite())
+                .await
+                .unwrap()
+        };
+        let deadline = Instant::now() + std::time::Duration::from_secs(10);
+        let (outbox_id,) = loop {
+            if let Some(row) = committed().await {
+                break row;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the writer did not commit past a held sync"
+            );
+            tokio::task::yield_now().await;
+        };
+        for answer in &mut answers {
+            assert!(
+                answer.try_recv().is_err(),
+                "answered before its commit was synced"
+            );
+        }
+        let due = store
+            .due_for_workflow(i64::MAX, 456, false, 10)
+            .await
+            .unwrap();
+        assert!(
+            due.is_empty(),
+            "delivery read a row whose commit is not synced: {due:?}"
+        );
+
+        for _ in 0..3 {
+            release.send(()).unwrap();
+        }
+        for answer in answers {
+            assert!(matches!(
+                answer.await.unwrap(),
+                Ok(Accepted::Applied { .. })
+            ));
+        }
+        let due = store
+            .due_for_workflow(i64::MAX, 456, false, 10)
+            .await
+            .unwrap();
+        assert_eq!(due.iter().map(|r| r.id).collect::<Vec<_>>(), [outbox_id]);
+        assert_eq!(store.sync_horizon().below(), i64::MAX);
+        drop((tx, release));
+        writer.join().unwrap();
+    }
+
+    #[tokio::test]
+    async fn after_a_failed_wal_sync_the_writer_takes_nothing_more() {
+        let (w, _dir) = writer().await;
+        let store = w.store.clone();
+        let sync = WalSync::with(|| Err(std::io::Error::other("disk gone")));
+        let all = events();
+        let (tx, writer, mut answers) = submit_with_sync(w, sync, &[all[0].clone()]).await;
+        let first = answers.remove(0).await.unwrap().unwrap_err();
+        assert!(matches!(*first, StoreError::WalSync(_)), "{first}");
+        let (_, _, later) = {
+            let mut cmd = command(all[2].clone());
+            let (reply, answer) = oneshot::channel();
+            cmd.reply = reply;
+            tx.send(Job::Event(cmd)).await.unwrap();
+            ((), (), answer)
+        };
+        let later = later.await.unwrap().unwrap_err();
+        assert!(matches!(*later, StoreError::WalSyncFailed), "{later}");
+        let (events_stored,): (i64,) = sqlx::query_as("SELECT count(*) FROM inbound_events")
+            .fetch_one(store.sqlite())
+            .await
+            .unwrap();
+        assert_eq!(
+            events_stored, 1,
+            "the event after the failed sync was not written"
+        );
+        drop(tx);
+        writer.join().unwrap();
     }
 
     #[tokio::test]
@@ -790,7 +1011,8 @@ mod tests {
                 })
                 .collect()
         };
-        w.commit_on(&mut conn, &calls(0, 200), &[]).unwrap();
+        w.commit_on(&mut conn, &calls(0, 200), &[], &SyncHorizon::default())
+            .unwrap();
         let big = conn.wal_frames();
         assert!(big > 0, "the commit's pages are in the WAL");
         let (log, copied) = conn.checkpoint().unwrap();
@@ -799,7 +1021,8 @@ mod tests {
             big, copied,
             "with no write in progress every frame is copied"
         );
-        w.commit_on(&mut conn, &calls(200, 1), &[]).unwrap();
+        w.commit_on(&mut conn, &calls(200, 1), &[], &SyncHorizon::default())
+            .unwrap();
         let small = conn.wal_frames();
         // Appended, the WAL would hold both batches' frames; started over, only the last.
         assert!(small < big, "WAL not restarted: {small} frames after {big}");
@@ -810,8 +1033,9 @@ mod tests {
         let (mut w, dir) = writer().await;
         w.wal_restart_frames = 100;
         let conn = w.store.ingest_connection().unwrap().unwrap();
+        let sync = conn.wal_sync().unwrap();
         let (tx, rx) = mpsc::channel(4 * MAX_BATCH);
-        let writer = std::thread::spawn(move || w.run_on(conn, rx));
+        let writer = std::thread::spawn(move || w.run_on(conn, rx, sync));
         // No checkpoint task runs here: without the writer's own, the WAL would hold
         // every frame of these 6,000 calls (about 1,200).
         let mut answers = Vec::new();

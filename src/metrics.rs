@@ -123,6 +123,7 @@ struct Metrics {
     delivery_duration: Histogram,
     s3_errors: Counter,
     store_commit: Histogram,
+    wal_sync: Histogram,
 }
 
 static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
@@ -174,6 +175,14 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         Unit::Seconds,
         store_commit.clone(),
     );
+    // The same range: one fdatasync of the SQLite WAL, after one or more commits.
+    let wal_sync = Histogram::new(exponential_buckets(0.0005, 2.0, 14));
+    registry.register_with_unit(
+        "wal_sync_duration",
+        "Time to fsync the SQLite WAL after the ingest writer's commits; webhooks are answered after it",
+        Unit::Seconds,
+        wal_sync.clone(),
+    );
     Metrics {
         registry,
         webhooks_received,
@@ -182,6 +191,7 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         delivery_duration,
         s3_errors,
         store_commit,
+        wal_sync,
     }
 });
 
@@ -244,6 +254,11 @@ pub fn s3_error() {
 /// Records one committed store transaction that took `seconds`.
 pub fn store_commit(seconds: f64) {
     METRICS.store_commit.observe(seconds);
+}
+
+/// Records one fsync of the SQLite WAL by the ingest writer's sync thread.
+pub fn wal_sync(seconds: f64) {
+    METRICS.wal_sync.observe(seconds);
 }
 
 /// What `/metrics` reads from the store at scrape time.

@@ -47,6 +47,8 @@ pub struct Store {
     _owner: Option<Arc<std::fs::File>>,
     /// Names this process in the claims it takes on a shared store.
     instance: Arc<str>,
+    /// SQLite: the outbox rows committed by the ingest writer but not yet synced.
+    horizon: super::SyncHorizon,
 }
 
 /// One write transaction. On SQLite it is opened `IMMEDIATE`, so it holds the write lock
@@ -101,6 +103,7 @@ impl Store {
             claims,
             _owner: owner,
             instance: instance_name().into(),
+            horizon: super::SyncHorizon::default(),
         };
         // PostgreSQL's migrator holds an advisory lock while it runs: bridges starting
         // together migrate one after the other.
@@ -196,7 +199,13 @@ impl Store {
             claims: self.claims.clone(),
             _owner: self._owner.clone(),
             instance: format!("{}-other", self.instance).into(),
+            horizon: self.horizon.clone(),
         }
+    }
+
+    /// Where delivery stops reading the outbox (`wal_sync.rs`).
+    pub fn sync_horizon(&self) -> &super::SyncHorizon {
+        &self.horizon
     }
 
     /// The SQLite pool, for tests that look at rows directly.

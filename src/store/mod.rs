@@ -14,6 +14,7 @@ mod outbox;
 mod prune;
 mod sqlite_writer;
 mod vacuum;
+mod wal_sync;
 
 use std::collections::{HashMap, HashSet};
 
@@ -31,6 +32,7 @@ pub use outbox::{
 pub use prune::{Pruned, keep_pruned};
 pub use sqlite_writer::{IngestConnection, SqliteBatch};
 pub use vacuum::keep_vacuumed;
+pub use wal_sync::{SyncHorizon, WalSync};
 
 use crate::call::CallState;
 use backend::{on_pool, on_tx, rows_of};
@@ -52,6 +54,10 @@ pub enum StoreError {
     InUse(std::path::PathBuf, std::path::PathBuf),
     #[error("cannot lock {0}: {1}")]
     Lock(std::path::PathBuf, String),
+    #[error("fsync of the SQLite WAL failed: {0}; the bridge takes no more writes until restarted")]
+    WalSync(std::io::Error),
+    #[error("an fsync of the SQLite WAL failed earlier; restart the bridge")]
+    WalSyncFailed,
 }
 
 pub fn now_ms() -> i64 {

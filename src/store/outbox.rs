@@ -118,6 +118,7 @@ impl Store {
         let sql = format!(
             "SELECT {ROW} FROM outbox o
              WHERE o.workflow_id = $1 AND o.status = 'pending' AND o.next_attempt_at <= $2
+               AND o.id < $7
                AND (o.claimed_until IS NULL OR o.claimed_until <= $2 OR o.claimed_by = $6)
                AND ($3 = 0 OR o.event_type = $4)
                AND NOT EXISTS (SELECT 1 FROM outbox e
@@ -132,6 +133,8 @@ impl Store {
             .bind(HOOK_EVENT)
             .bind(limit)
             .bind(self.instance())
+            // Rows of a commit whose fsync is still running wait for it (`wal_sync.rs`).
+            .bind(self.sync_horizon().below())
             .fetch_all(p)
             .await?))
     }
