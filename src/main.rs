@@ -12,12 +12,6 @@ use voicekit_bridge::{
     reload::LogLevelSetter,
 };
 
-/// glibc's allocator was a tenth of the daemon's CPU under load (`perf`, issue 5):
-/// request bodies and events are allocated on runtime workers and freed on the ingest
-/// writer's thread, and cross-thread frees are its slow path. mimalloc's are cheap.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[derive(Parser)]
 #[command(
     name = "voicekit-bridge",
