@@ -7,7 +7,8 @@
 //! function calls on the thread that decides the batch, row by row with cached
 //! statements: the values written are those of the batched `sqlx` statements in
 //! `store/mod.rs` (a test compares the rows), and the transaction is the same one
-//! `IMMEDIATE` transaction with one fsync at its commit.
+//! `IMMEDIATE` transaction, fsynced once after its commit by the writer's `WalSync`
+//! (`wal_sync.rs`) before any of its requests is answered.
 
 use std::{
     cell::Cell,
