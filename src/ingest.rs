@@ -141,18 +141,12 @@ impl Ingestor {
         outcome: AttemptOutcome,
     ) -> Result<(), IngestError> {
         let (done, committed) = oneshot::channel();
-        self.jobs
-            .send(Job::Outcome(Outcome {
-                attempt,
-                outcome,
-                done,
-            }))
-            .await
-            .map_err(|_| IngestError::Stopped)?;
-        committed
-            .await
-            .map_err(|_| IngestError::Stopped)?
-            .map_err(IngestError::Store)
+        let job = Job::Outcome(Outcome {
+            attempt,
+            outcome,
+            done,
+        });
+        self.ask(job, committed).await
     }
 
     /// Commits `event` and everything it causes; returns once that is durable.
@@ -162,19 +156,28 @@ impl Ingestor {
         dedupe_key: String,
     ) -> Result<Accepted, IngestError> {
         let (reply, answer) = oneshot::channel();
+        let job = Job::Event(Command {
+            event,
+            dedupe_key,
+            reply,
+        });
+        self.ask(job, answer).await
+    }
+
+    /// Queues `job` for the writer and waits for the answer it carries.
+    async fn ask<T>(
+        &self,
+        job: Job,
+        answer: oneshot::Receiver<Result<T, Arc<StoreError>>>,
+    ) -> Result<T, IngestError> {
         self.jobs
-            .send(Job::Event(Command {
-                event,
-                dedupe_key,
-                reply,
-            }))
+            .send(job)
             .await
             .map_err(|_| IngestError::Stopped)?;
-        match answer.await {
-            Ok(Ok(accepted)) => Ok(accepted),
-            Ok(Err(e)) => Err(IngestError::Store(e)),
-            Err(_) => Err(IngestError::Stopped),
-        }
+        answer
+            .await
+            .map_err(|_| IngestError::Stopped)?
+            .map_err(IngestError::Store)
     }
 }
 
@@ -893,13 +896,21 @@ mod tests {
         let writer = std::thread::spawn(move || w.run_on(conn, rx, sync));
         let mut answers = Vec::new();
         for body in bodies {
-            let mut cmd = command(body.clone());
-            let (reply, answer) = oneshot::channel();
-            cmd.reply = reply;
-            tx.send(Job::Event(cmd)).await.unwrap();
-            answers.push(answer);
+            answers.push(send_event(&tx, body.clone()).await);
         }
         (tx, writer, answers)
+    }
+
+    /// Queues the event `body` to a writer's channel; its answer comes on the receiver.
+    async fn send_event(
+        tx: &mpsc::Sender<Job>,
+        body: serde_json::Value,
+    ) -> oneshot::Receiver<Result<Accepted, Arc<StoreError>>> {
+        let mut cmd = command(body);
+        let (reply, answer) = oneshot::channel();
+        cmd.reply = reply;
+        tx.send(Job::Event(cmd)).await.unwrap();
+        answer
     }
 
     #[tokio::test]
@@ -978,13 +989,7 @@ mod tests {
         let (tx, writer, mut answers) = submit_with_sync(w, sync, &[all[0].clone()]).await;
         let first = answers.remove(0).await.unwrap().unwrap_err();
         assert!(matches!(*first, StoreError::WalSync(_)), "{first}");
-        let (_, _, later) = {
-            let mut cmd = command(all[2].clone());
-            let (reply, answer) = oneshot::channel();
-            cmd.reply = reply;
-            tx.send(Job::Event(cmd)).await.unwrap();
-            ((), (), answer)
-        };
+        let later = send_event(&tx, all[2].clone()).await;
         let later = later.await.unwrap().unwrap_err();
         assert!(matches!(*later, StoreError::WalSyncFailed), "{later}");
         let (events_stored,): (i64,) = sqlx::query_as("SELECT count(*) FROM inbound_events")
@@ -1041,12 +1046,8 @@ mod tests {
         let mut answers = Vec::new();
         for i in 0..6000 {
             let room = json!({"sid": format!("RM_{i}"), "name": format!("VK_c{i}_1")});
-            let mut cmd =
-                command(json!({"id": format!("EV_{i}"), "event": "room_started", "room": room}));
-            let (reply, answer) = oneshot::channel();
-            cmd.reply = reply;
-            tx.send(Job::Event(cmd)).await.unwrap();
-            answers.push(answer);
+            let body = json!({"id": format!("EV_{i}"), "event": "room_started", "room": room});
+            answers.push(send_event(&tx, body).await);
         }
         for answer in answers {
             assert!(matches!(answer.await, Ok(Ok(Accepted::Applied { .. }))));

@@ -167,11 +167,11 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         "S3 requests (HeadObject, presigning) that failed",
         s3_errors.clone(),
     );
-    // 0.5 ms .. ~4 s: one fsync'd SQLite transaction per batch of webhooks.
+    // 0.5 ms .. ~4 s: one transaction per batch of webhooks.
     let store_commit = Histogram::new(exponential_buckets(0.0005, 2.0, 14));
     registry.register_with_unit(
         "store_commit_duration",
-        "Time to write and commit one batch of accepted webhooks",
+        "Time to write and commit one batch of accepted webhooks (on a SQLite file, its fsync is wal_sync_duration)",
         Unit::Seconds,
         store_commit.clone(),
     );

@@ -33,6 +33,15 @@ impl From<StoreError> for RecordError {
     }
 }
 
+impl From<IngestError> for RecordError {
+    fn from(e: IngestError) -> RecordError {
+        match e {
+            IngestError::Store(e) => RecordError::Store(e),
+            IngestError::Stopped => RecordError::Stopped,
+        }
+    }
+}
+
 type Job = (
     Attempt,
     AttemptOutcome,
@@ -67,12 +76,7 @@ impl Recorder {
     ) -> Result<(), RecordError> {
         let jobs = match self {
             Recorder::Own(jobs) => jobs,
-            Recorder::Writer(writer) => {
-                return writer.record(attempt, outcome).await.map_err(|e| match e {
-                    IngestError::Store(e) => RecordError::Store(e),
-                    IngestError::Stopped => RecordError::Stopped,
-                });
-            }
+            Recorder::Writer(writer) => return Ok(writer.record(attempt, outcome).await?),
         };
         let (done, committed) = oneshot::channel();
         jobs.send((attempt, outcome, done))
@@ -96,5 +100,30 @@ async fn run(store: Store, mut rx: mpsc::Receiver<Job>) {
         for done in waiters {
             let _ = done.send(result.clone());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use tokio::sync::Notify;
+
+    use super::*;
+    use crate::store::test_sqlite_store;
+
+    #[tokio::test]
+    async fn on_a_sqlite_file_outcomes_go_to_the_ingest_writer() {
+        let (store, _dir) = test_sqlite_store().await;
+        let workflows = Arc::new(arc_swap::ArcSwap::from_pointee(vec![]));
+        let (writer, handle) =
+            Ingestor::start(store.clone(), workflows, Arc::new(Notify::new())).unwrap();
+        let recorder = Recorder::start(store, &writer);
+        assert!(
+            matches!(recorder, Recorder::Writer(_)),
+            "a second writer on the file would take the write lock in turns with ingest"
+        );
+        drop((recorder, writer));
+        handle.await.unwrap();
     }
 }

@@ -69,6 +69,49 @@ pub(super) unsafe fn install(db: *mut ffi::sqlite3) -> Result<(), c_int> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::test_sqlite_store;
+
+    #[tokio::test]
+    async fn every_connection_of_a_sqlite_store_waits_with_the_handler() {
+        let (store, _dir) = test_sqlite_store().await;
+        let own = store.ingest_connection().unwrap().unwrap();
+        // Setting a handler clears `busy_timeout` (SQLite keeps one or the other): 0 on
+        // both means the handler, not SQLite's sleeps, is what waits.
+        let (pool_timeout,): (i64,) = sqlx::query_as("PRAGMA busy_timeout")
+            .fetch_one(store.sqlite())
+            .await
+            .unwrap();
+        assert_eq!(pool_timeout, 0, "the pool's connections kept busy_timeout");
+        assert_eq!(
+            own.busy_timeout_ms(),
+            0,
+            "the writer's connection kept busy_timeout"
+        );
+
+        // And it waits: a write on the pool, begun while the writer holds the lock,
+        // goes through once the writer commits.
+        let mut own = own;
+        let holding = own.begin().unwrap();
+        let mut write = tokio::spawn({
+            let pool = store.sqlite().clone();
+            async move {
+                sqlx::query("DELETE FROM inbound_events WHERE event_id = 'none'")
+                    .execute(&pool)
+                    .await
+            }
+        });
+        // Without a handler SQLite answers SQLITE_BUSY at once; this one must still wait.
+        let early = tokio::time::timeout(Duration::from_millis(200), &mut write).await;
+        assert!(
+            early.is_err(),
+            "the write did not wait for the lock: {early:?}"
+        );
+        holding.commit().unwrap();
+        write
+            .await
+            .unwrap()
+            .expect("the write went through once the lock was free");
+    }
 
     #[test]
     fn the_wait_polls_finely_first_and_lasts_about_ten_seconds() {

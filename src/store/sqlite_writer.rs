@@ -78,6 +78,14 @@ impl IngestConnection {
         WalSync::of(&self.file).map_err(StoreError::WalSync)
     }
 
+    /// `PRAGMA busy_timeout`: 0 while the short-poll handler of `busy.rs` is set.
+    #[cfg(test)]
+    pub(crate) fn busy_timeout_ms(&self) -> i64 {
+        self.conn
+            .query_row("PRAGMA busy_timeout", [], |r| r.get(0))
+            .unwrap()
+    }
+
     /// The WAL's length in frames (pages) after this connection's last commit.
     pub fn wal_frames(&self) -> i64 {
         WAL_FRAMES.with(Cell::get)
