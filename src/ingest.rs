@@ -826,6 +826,53 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn the_writer_keeps_the_calls_it_committed_until_another_connection_commits() {
+        let (pool, _d1) = writer().await;
+        let (own, _d2) = writer().await;
+        let mut conn = own.store.ingest_connection().unwrap().unwrap();
+        let (mut on_pool, mut on_own) = (Vec::new(), Vec::new());
+        for body in events() {
+            on_pool.extend(pool.commit(&[command(body.clone())]).await.unwrap());
+            let one = [command(body)];
+            on_own.extend(
+                own.commit_on(&mut conn, &one, &[], &SyncHorizon::default())
+                    .unwrap(),
+            );
+        }
+        // Room RM_1's later events found its state in memory, and did what reading the
+        // file does.
+        assert!(conn.cached_reads() >= 5, "{}", conn.cached_reads());
+        assert_eq!(on_own, on_pool);
+        assert_eq!(dump(&own).await, dump(&pool).await);
+
+        // Someone else's commit (here: an edit of RM_3's state through the pool): the
+        // writer's next batch reads RM_3 from the file.
+        sqlx::query(
+            "UPDATE calls SET state = json_set(state, '$.room_metadata', 'edited')
+             WHERE room_sid = 'RM_3'",
+        )
+        .execute(own.store.sqlite())
+        .await
+        .unwrap();
+        let reads = conn.cached_reads();
+        let joined = command(json!({"id": "EV_9", "event": "participant_joined",
+            "room": {"sid": "RM_3", "name": "VK_def_2"}, "createdAt": "1761234571",
+            "participant": {"sid": "PA_x", "identity": "x", "kind": "STANDARD"}}));
+        own.commit_on(&mut conn, &[joined], &[], &SyncHorizon::default())
+            .unwrap();
+        assert_eq!(conn.cached_reads(), reads, "nothing came from memory");
+        let (metadata,): (String,) =
+            sqlx::query_as("SELECT state->>'$.room_metadata' FROM calls WHERE room_sid = 'RM_3'")
+                .fetch_one(own.store.sqlite())
+                .await
+                .unwrap();
+        assert_eq!(
+            metadata, "edited",
+            "the batch applied its event to the file's state"
+        );
+    }
+
+    #[tokio::test]
     async fn on_a_sqlite_file_the_writer_records_delivery_outcomes() {
         let (w, _dir) = writer().await;
         let store = w.store.clone();

@@ -7,6 +7,7 @@
 mod backend;
 mod batch;
 mod busy;
+mod call_cache;
 mod checkpoint;
 mod observe;
 mod operator;

@@ -24,6 +24,7 @@ use super::{
     Attempt, AttemptOutcome, NewCall, NewDelivery, SeenEvent, Store, StoreError, WalSync,
     backend::Dialect,
     batch::IngestBatch,
+    call_cache::{self, CallCache},
     now_ms,
     outbox::{attempt_rows, record_attempts_sql},
 };
@@ -33,6 +34,7 @@ use crate::call::CallState;
 pub struct IngestConnection {
     conn: Connection,
     file: std::path::PathBuf,
+    calls: CallCache,
 }
 
 impl Store {
@@ -57,7 +59,11 @@ impl Store {
              PRAGMA temp_store = MEMORY;",
         )?;
         conn.wal_hook(Some(note_wal_frames));
-        Ok(Some(IngestConnection { conn, file }))
+        Ok(Some(IngestConnection {
+            conn,
+            file,
+            calls: CallCache::new(call_cache::CAPACITY),
+        }))
     }
 }
 
@@ -104,21 +110,35 @@ impl IngestConnection {
         Ok(counts)
     }
 
-    /// Opens the batch's transaction (`IMMEDIATE`: it holds the write lock from the start).
+    /// Opens the batch's transaction (`IMMEDIATE`: it holds the write lock from the
+    /// start, so no one else commits until it ends and the call cache can be checked).
     pub fn begin(&mut self) -> Result<SqliteBatch<'_>, StoreError> {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let data_version = tx.query_row("PRAGMA data_version", [], |r| r.get(0))?;
+        self.calls.check(data_version);
         Ok(SqliteBatch {
             tx,
+            calls: &mut self.calls,
+            saved: Vec::new(),
             first_outbox_id: None,
         })
+    }
+
+    /// How many call states batches found in the cache rather than in the file.
+    #[cfg(test)]
+    pub(crate) fn cached_reads(&self) -> u64 {
+        self.calls.hits
     }
 }
 
 /// One ingest transaction on the writer's connection.
 pub struct SqliteBatch<'c> {
     tx: Transaction<'c>,
+    calls: &'c mut CallCache,
+    /// The call states written, for the cache once they are committed.
+    saved: Vec<CallState>,
     first_outbox_id: Option<i64>,
 }
 
@@ -146,7 +166,9 @@ impl SqliteBatch<'_> {
 
     /// Commits. The batch is durable once the `WalSync` that follows returns.
     pub fn commit(self) -> Result<(), StoreError> {
-        Ok(self.tx.commit()?)
+        self.tx.commit()?;
+        self.calls.keep(self.saved);
+        Ok(())
     }
 }
 
@@ -177,6 +199,10 @@ impl IngestBatch for SqliteBatch<'_> {
             .prepare_cached("SELECT state FROM calls WHERE room_sid = ?1")?;
         let mut calls = Vec::new();
         for room in room_sids {
+            if let Some(state) = self.calls.take(room) {
+                calls.push(state);
+                continue;
+            }
             let state: Option<String> = call_of.query_row([room], |r| r.get(0)).optional()?;
             if let Some(state) = state {
                 calls.push(serde_json::from_str(&state)?);
@@ -251,6 +277,7 @@ impl IngestBatch for SqliteBatch<'_> {
         for s in states {
             let state = serde_json::to_string(s)?;
             update.execute(params![state, s.phase().as_str(), now, s.call_id])?;
+            self.saved.push((*s).clone());
         }
         Ok(())
     }
