@@ -181,11 +181,14 @@ impl CallState {
             if self.room_created_at_ms.is_none() {
                 self.room_created_at_ms = room.created_at_ms();
             }
-            if !room.metadata.is_empty() {
+            // LiveKit repeats the room's metadata in every event; what is already the
+            // state's gave its phone number already (a tenth of the writer's time was
+            // parsing it again).
+            if !room.metadata.is_empty() && room.metadata != self.room_metadata {
                 self.room_metadata.clone_from(&room.metadata);
-            }
-            if let Some(phone) = super::workflow::metadata_phone_number(&room.metadata) {
-                self.metadata_phone = Some(phone);
+                if let Some(phone) = super::workflow::metadata_phone_number(&room.metadata) {
+                    self.metadata_phone = Some(phone);
+                }
             }
         }
 
@@ -695,6 +698,22 @@ mod tests {
             panic!()
         };
         assert_eq!(data.phone_number, None);
+    }
+
+    #[test]
+    fn metadata_seen_before_changes_nothing_and_new_metadata_keeps_a_known_phone() {
+        let with_phone = |metadata: &str| {
+            let mut r = room();
+            r["metadata"] = json!(metadata);
+            ev(json!({"event": "track_published", "room": r}))
+        };
+        let phone = r#"{"phone_number":"+15559990000","agent":"a"}"#;
+        let once = call().apply(&with_phone(phone)).state;
+        assert_eq!(once.metadata_phone.as_deref(), Some("+15559990000"));
+        assert_eq!(once.clone().apply(&with_phone(phone)).state, once);
+        let other = once.apply(&with_phone(r#"{"agent":"b"}"#)).state;
+        assert_eq!(other.room_metadata, r#"{"agent":"b"}"#);
+        assert_eq!(other.metadata_phone.as_deref(), Some("+15559990000"));
     }
 
     #[test]

@@ -48,11 +48,19 @@ pub fn assign(workflows: &[Workflow], room_name: &str, metadata: &str) -> Option
 
 /// `phone_number` from the room's JSON metadata, if it has one.
 pub fn metadata_phone_number(metadata: &str) -> Option<String> {
-    parse_metadata(metadata)?
-        .get("phone_number")?
-        .as_str()
-        .filter(|s| !s.is_empty())
-        .map(str::to_owned)
+    // Only the one field: the other keys are skipped, not built into a map.
+    #[derive(serde::Deserialize)]
+    struct Phone {
+        phone_number: Option<Value>,
+    }
+    // serde would also read a struct from a JSON array.
+    if !metadata.trim_start().starts_with('{') {
+        return None;
+    }
+    match serde_json::from_str::<Phone>(metadata).ok()?.phone_number? {
+        Value::String(s) if !s.is_empty() => Some(s),
+        _ => None,
+    }
 }
 
 fn parse_metadata(metadata: &str) -> Option<serde_json::Map<String, Value>> {
@@ -131,5 +139,21 @@ mod tests {
             Some("+15550001")
         );
         assert_eq!(metadata_phone_number("plain text"), None);
+        for no_phone in [
+            r#"{"phone_number":""}"#,
+            r#"{"phone_number":15550001}"#,
+            r#"{"phone_number":null}"#,
+            r#"{"other":{"phone_number":"+1555"}}"#,
+            r#"["phone_number","+1555"]"#,
+            r#"["+1555"]"#,
+            "",
+        ] {
+            assert_eq!(metadata_phone_number(no_phone), None, "{no_phone}");
+        }
+        assert_eq!(
+            metadata_phone_number(r#"{"a":[1,{"b":"\"x\""}],"phone_number":"+1\u0035"}"#)
+                .as_deref(),
+            Some("+15")
+        );
     }
 }
