@@ -418,8 +418,11 @@ impl Writer {
             .collect();
         tx.enqueue_all(&deliveries).await?;
         tx.remember_events(&remembered).await?;
-        let states: Vec<&CallState> = touched.iter().map(|r| &calls[*r]).collect();
-        tx.save_calls(&states).await?;
+        let states: Vec<CallState> = touched
+            .iter()
+            .map(|r| calls.remove(*r).expect("touched rooms have a call"))
+            .collect();
+        tx.save_calls(states).await?;
         Ok(results)
     }
 
@@ -870,6 +873,43 @@ mod tests {
             metadata, "edited",
             "the batch applied its event to the file's state"
         );
+
+        // A batch that fails (here: an outcome for a row that does not exist) rolls
+        // back, and what it decided for RM_3 never reaches the cache either.
+        let bad = Attempt {
+            outbox_id: 999_999,
+            attempted_at: store::now_ms(),
+            endpoint: "http://127.0.0.1:1/".into(),
+            status_code: Some(200),
+            error: None,
+            latency_ms: 1,
+            response_body: None,
+        };
+        let left = command(json!({"id": "EV_10", "event": "participant_left",
+            "room": {"sid": "RM_3", "name": "VK_def_2"}, "createdAt": "1761234572",
+            "participant": {"sid": "PA_x", "identity": "x", "kind": "STANDARD"}}));
+        let failed = own.commit_on(
+            &mut conn,
+            &[left],
+            &[(bad, AttemptOutcome::Delivered)],
+            &SyncHorizon::default(),
+        );
+        assert!(failed.is_err(), "{failed:?}");
+        let reads = conn.cached_reads();
+        let again = command(json!({"id": "EV_11", "event": "track_published",
+            "room": {"sid": "RM_3", "name": "VK_def_2"}, "createdAt": "1761234573"}));
+        let egress = command(json!({"id": "EV_12", "event": "egress_started",
+            "room": {"sid": "RM_3", "name": "VK_def_2"}, "createdAt": "1761234573",
+            "egressInfo": {"egressId": "EG_1", "roomId": "RM_3", "status": "EGRESS_ACTIVE"}}));
+        own.commit_on(&mut conn, &[again, egress], &[], &SyncHorizon::default())
+            .unwrap();
+        assert_eq!(conn.cached_reads(), reads, "the failed batch left nothing");
+        let (present,): (String,) =
+            sqlx::query_as("SELECT state->>'$.present' FROM calls WHERE room_sid = 'RM_3'")
+                .fetch_one(own.store.sqlite())
+                .await
+                .unwrap();
+        assert_eq!(present, r#"["PA_x"]"#, "PA_x's leaving was rolled back");
     }
 
     #[tokio::test]

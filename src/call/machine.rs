@@ -182,8 +182,8 @@ impl CallState {
                 self.room_created_at_ms = room.created_at_ms();
             }
             // LiveKit repeats the room's metadata in every event; what is already the
-            // state's gave its phone number already (a tenth of the writer's time was
-            // parsing it again).
+            // state's gave its phone number already (parsing it again was a tenth of
+            // the ingest writer's instructions).
             if !room.metadata.is_empty() && room.metadata != self.room_metadata {
                 self.room_metadata.clone_from(&room.metadata);
                 if let Some(phone) = super::workflow::metadata_phone_number(&room.metadata) {

@@ -32,8 +32,9 @@ pub(crate) trait IngestBatch {
     async fn enqueue_all(&mut self, deliveries: &[NewDelivery<'_>]) -> Result<(), StoreError>;
     /// Records new event ids.
     async fn remember_events(&mut self, events: &[SeenEvent<'_>]) -> Result<(), StoreError>;
-    /// Saves the state (and phase) of each call.
-    async fn save_calls(&mut self, states: &[&CallState]) -> Result<(), StoreError>;
+    /// Saves the state (and phase) of each call. The batch takes them: the SQLite
+    /// writer keeps them in memory once they are committed (`call_cache.rs`).
+    async fn save_calls(&mut self, states: Vec<CallState>) -> Result<(), StoreError>;
 }
 
 impl IngestBatch for Tx {
@@ -64,7 +65,7 @@ impl IngestBatch for Tx {
         super::remember_events(self, events).await
     }
 
-    async fn save_calls(&mut self, states: &[&CallState]) -> Result<(), StoreError> {
-        super::save_calls(self, states).await
+    async fn save_calls(&mut self, states: Vec<CallState>) -> Result<(), StoreError> {
+        super::save_calls(self, &states).await
     }
 }

@@ -2,8 +2,9 @@
 //!
 //! Every webhook of a call needs the call's state, and the writer wrote that state
 //! itself a batch or two earlier: reading the row back and parsing its 1.2 KB of JSON
-//! was a fifth of the writer's time, and the writer is ingest's one serial step. So the
-//! writer keeps what it committed and reads the file only for calls it has not got.
+//! was about a sixth of the writer's instructions (callgrind, README "Round 6"), and the
+//! writer is ingest's one serial step. So the writer keeps what it committed and reads
+//! the file only for calls it has not got.
 //!
 //! The copy is only as good as the rule that nothing else changed the rows. SQLite
 //! tells: `PRAGMA data_version` changes when another connection (the pool's prune, the

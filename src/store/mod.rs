@@ -220,7 +220,7 @@ pub async fn enqueue_all(tx: &mut Tx, deliveries: &[NewDelivery<'_>]) -> Result<
 }
 
 /// Saves the state (and phase) of each call.
-pub async fn save_calls(tx: &mut Tx, states: &[&CallState]) -> Result<(), StoreError> {
+pub async fn save_calls(tx: &mut Tx, states: &[CallState]) -> Result<(), StoreError> {
     if states.is_empty() {
         return Ok(());
     }
@@ -388,7 +388,9 @@ mod tests {
                 "RM_1",
                 "room",
             );
-            save_calls(&mut tx, &[&state]).await.unwrap();
+            save_calls(&mut tx, std::slice::from_ref(&state))
+                .await
+                .unwrap();
             remember_events(
                 &mut tx,
                 &[SeenEvent("EV_1", "room_started", Some("RM_1"), None)],

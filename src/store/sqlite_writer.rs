@@ -269,16 +269,16 @@ impl IngestBatch for SqliteBatch<'_> {
         Ok(())
     }
 
-    async fn save_calls(&mut self, states: &[&CallState]) -> Result<(), StoreError> {
+    async fn save_calls(&mut self, states: Vec<CallState>) -> Result<(), StoreError> {
         let mut update = self.tx.prepare_cached(
             "UPDATE calls SET state = ?1, phase = ?2, updated_at = ?3 WHERE id = ?4",
         )?;
         let now = now_ms();
-        for s in states {
+        for s in &states {
             let state = serde_json::to_string(s)?;
             update.execute(params![state, s.phase().as_str(), now, s.call_id])?;
-            self.saved.push((*s).clone());
         }
+        self.saved.extend(states);
         Ok(())
     }
 }
