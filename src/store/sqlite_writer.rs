@@ -116,7 +116,9 @@ impl IngestConnection {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let data_version = tx.query_row("PRAGMA data_version", [], |r| r.get(0))?;
+        let data_version = tx
+            .prepare_cached("PRAGMA data_version")?
+            .query_row([], |r| r.get(0))?;
         self.calls.check(data_version);
         Ok(SqliteBatch {
             tx,
