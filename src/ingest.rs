@@ -848,6 +848,17 @@ mod tests {
         assert_eq!(on_own, on_pool);
         assert_eq!(dump(&own).await, dump(&pool).await);
 
+        // The checkpoint task's pass (PASSIVE, every 500 ms) is no commit: were it to
+        // empty the cache, the cache would hardly ever be used.
+        own.store.checkpoint().await.unwrap();
+        let reads = conn.cached_reads();
+        let egress = command(json!({"id": "EV_8b", "event": "egress_started",
+            "room": {"sid": "RM_3", "name": "VK_def_2"}, "createdAt": "1761234571",
+            "egressInfo": {"egressId": "EG_0", "roomId": "RM_3", "status": "EGRESS_ACTIVE"}}));
+        own.commit_on(&mut conn, &[egress], &[], &SyncHorizon::default())
+            .unwrap();
+        assert_eq!(conn.cached_reads(), reads + 1, "RM_3 came from memory");
+
         // Someone else's commit (here: an edit of RM_3's state through the pool): the
         // writer's next batch reads RM_3 from the file.
         sqlx::query(

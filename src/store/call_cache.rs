@@ -10,7 +10,8 @@
 //! tells: `PRAGMA data_version` changes when another connection (the pool's prune, the
 //! runtime-data update, the operator, another process) commits anything to the file.
 //! The writer reads it inside each batch's `IMMEDIATE` transaction, where no one else
-//! can commit, and forgets everything when it moved. States enter only once their
+//! can commit, and forgets everything when it moved (the checkpoint task's `PASSIVE`
+//! checkpoints do not move it; a `TRUNCATE` one would). States enter only once their
 //! transaction committed; a state handed to a batch leaves the cache, so a batch that
 //! fails leaves the next one to read the file.
 
