@@ -1,16 +1,24 @@
 //! How the bridge sends: Standard Webhooks signatures (checked by an independent
-//! verifier), `Retry-After`, 410 Gone, the circuit breaker, and one slow endpoint not
-//! holding up another workflow's deliveries. All over loopback against the real daemon.
+//! verifier), `Retry-After`, 410 Gone, the circuit breaker, one slow endpoint not
+//! holding up another workflow's deliveries, and a slow outcome commit not holding up
+//! the next request. All over loopback against the real daemon.
 
 mod support;
 
-use std::time::{Duration, Instant};
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
+use sqlx::Connection;
 use support::{
     Daemon, Receiver, Reply, TestConfig,
     config::{API_KEY, API_SECRET},
     lk::{self, Participant, Room},
+    operator::api_get,
+    poll,
 };
+use tokio::sync::Notify;
 
 const WAIT: Duration = Duration::from_secs(20);
 const OLD_SECRET: &str = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD";
@@ -188,4 +196,109 @@ async fn a_redirect_is_a_failure_and_is_not_followed() {
     assert_eq!(retry.path, "/hooks/voicekit");
     assert_eq!(retry.header("webhook-id"), first.header("webhook-id"));
     receiver.expect_nothing(Duration::from_millis(300)).await;
+}
+
+/// Holds the store's commits of delivery outcomes, from a connection of the test's own:
+/// on SQLite the file's write lock (the daemon's ingest writer commits outcomes there),
+/// on PostgreSQL a lock on `delivery_attempts` that the outcome's insert waits for.
+enum OutcomeLock {
+    Sqlite(sqlx::SqliteConnection),
+    Postgres(sqlx::PgConnection),
+}
+
+impl OutcomeLock {
+    async fn take(daemon: &Daemon, store_url: &str) -> OutcomeLock {
+        if store_url.starts_with("postgres") {
+            let mut conn = sqlx::PgConnection::connect(store_url)
+                .await
+                .expect("connect to the daemon's database");
+            sqlx::raw_sql("BEGIN; LOCK TABLE delivery_attempts IN SHARE MODE")
+                .execute(&mut conn)
+                .await
+                .expect("lock delivery_attempts");
+            OutcomeLock::Postgres(conn)
+        } else {
+            let file = daemon.dir().join("voicekit-bridge.db");
+            let options = sqlx::sqlite::SqliteConnectOptions::new().filename(file);
+            let mut conn = sqlx::SqliteConnection::connect_with(&options)
+                .await
+                .expect("open the daemon's SQLite file");
+            sqlx::raw_sql("BEGIN IMMEDIATE")
+                .execute(&mut conn)
+                .await
+                .expect("take the SQLite write lock");
+            OutcomeLock::Sqlite(conn)
+        }
+    }
+
+    async fn release(self) {
+        match self {
+            OutcomeLock::Sqlite(mut conn) => {
+                sqlx::raw_sql("ROLLBACK")
+                    .execute(&mut conn)
+                    .await
+                    .expect("unlock");
+                conn.close().await.expect("close");
+            }
+            OutcomeLock::Postgres(mut conn) => {
+                sqlx::raw_sql("ROLLBACK")
+                    .execute(&mut conn)
+                    .await
+                    .expect("unlock");
+                conn.close().await.expect("close");
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_delivery_whose_outcome_is_still_committing_holds_no_request_slot() {
+    // One request slot; a slot's deliveries awaiting their outcome's commit are bounded
+    // at four more (the worker's `RECORDING_PER_SLOT`), so five at most in all.
+    const BOUND: usize = 5;
+    const CALLS: usize = BOUND + 1;
+    let gate = Arc::new(Notify::new());
+    let mut receiver = Receiver::start_scripted(vec![Reply::status(200).until(&gate)]).await;
+    let mut config = TestConfig::new(&receiver.url("/hooks/voicekit"));
+    config.delivery_extra = "concurrency = 1\nper_endpoint_concurrency = 1".into();
+    let daemon = Daemon::start(&config.toml()).await;
+    for n in 0..CALLS {
+        call(&daemon, &room(40 + n as u32), false).await;
+    }
+    // Every call_started is queued; the first is held at the endpoint, the others wait
+    // for the one slot.
+    let first = receiver.next(WAIT).await;
+    let lock = OutcomeLock::take(&daemon, &config.store_url).await;
+    gate.notify_one();
+
+    // The first outcome cannot commit, yet its request is over: the slot goes to the
+    // next event, and so on up to the bound. (Under SQLite's 10 s wait for its write
+    // lock: a worker that waited for the outcome would get SQLITE_BUSY there, and
+    // send again.)
+    let mut calls = vec![first.json()["data"]["call_id"].clone()];
+    for _ in 1..BOUND {
+        let next = receiver.next(Duration::from_secs(5)).await;
+        assert_eq!(next.json()["event"], "call_started");
+        calls.push(next.json()["data"]["call_id"].clone());
+    }
+    receiver.expect_nothing(Duration::from_millis(500)).await;
+    let (_, delivered) = api_get(&daemon, "/api/deliveries?status=delivered").await;
+    assert_eq!(
+        delivered["deliveries"],
+        serde_json::json!([]),
+        "no outcome committed yet"
+    );
+
+    lock.release().await;
+    calls.push(receiver.next(WAIT).await.json()["data"]["call_id"].clone());
+    calls.sort_by_key(|c| c.as_i64());
+    calls.dedup();
+    assert_eq!(calls.len(), CALLS, "each call's event once: {calls:?}");
+    poll::eventually(WAIT, "every outcome recorded", async || {
+        let (status, body) = api_get(&daemon, "/api/deliveries?status=delivered").await;
+        assert_eq!(status, 200, "{body}");
+        body["deliveries"].as_array().map_or(0, Vec::len) == CALLS
+    })
+    .await;
+    assert_eq!(receiver.count(), CALLS, "nothing sent twice");
 }

@@ -15,7 +15,7 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinHandle;
 
 /// One request as the receiver saw it.
@@ -53,6 +53,7 @@ pub struct Reply {
     status: u16,
     headers: Vec<(String, String)>,
     delay: Duration,
+    gate: Option<Arc<Notify>>,
     body: String,
 }
 
@@ -63,6 +64,7 @@ impl Reply {
             status,
             headers: Vec::new(),
             delay: Duration::ZERO,
+            gate: None,
             body: String::new(),
         }
     }
@@ -82,6 +84,12 @@ impl Reply {
     /// Holds the answer back for `delay` (to exercise the sender's timeout).
     pub fn delay(mut self, delay: Duration) -> Reply {
         self.delay = delay;
+        self
+    }
+
+    /// Holds the answer back until the test calls `gate.notify_one()`.
+    pub fn until(mut self, gate: &Arc<Notify>) -> Reply {
+        self.gate = Some(Arc::clone(gate));
         self
     }
 }
@@ -218,6 +226,9 @@ async fn record(
         let mut script = shared.script.lock().expect("receiver script");
         script.pop_front().unwrap_or(Reply::status(200))
     };
+    if let Some(gate) = &reply.gate {
+        gate.notified().await;
+    }
     if !reply.delay.is_zero() {
         tokio::time::sleep(reply.delay).await;
     }
