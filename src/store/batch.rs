@@ -14,8 +14,6 @@ use crate::call::CallState;
 
 /// What the ingest writer does inside one transaction.
 pub(crate) trait IngestBatch {
-    /// See [`super::lock_for_ingest`].
-    async fn lock(&mut self, keys: &[&str]) -> Result<(), StoreError>;
     /// The ids among `event_ids` that were accepted before, and the calls of these
     /// rooms that exist.
     async fn known(
@@ -35,13 +33,21 @@ pub(crate) trait IngestBatch {
     /// Saves the state (and phase) of each call. The batch takes them: the SQLite
     /// writer keeps them in memory once they are committed (`call_cache.rs`).
     async fn save_calls(&mut self, states: Vec<CallState>) -> Result<(), StoreError>;
+    /// The batch's last writes, in this order: its outbox rows, its seen events, its
+    /// calls' states. A PostgreSQL transaction makes them one statement.
+    async fn write(
+        &mut self,
+        deliveries: &[NewDelivery<'_>],
+        events: &[SeenEvent<'_>],
+        states: Vec<CallState>,
+    ) -> Result<(), StoreError> {
+        self.enqueue_all(deliveries).await?;
+        self.remember_events(events).await?;
+        self.save_calls(states).await
+    }
 }
 
 impl IngestBatch for Tx {
-    async fn lock(&mut self, keys: &[&str]) -> Result<(), StoreError> {
-        super::lock_for_ingest(self, keys).await
-    }
-
     async fn known(
         &mut self,
         event_ids: &[&str],
@@ -67,5 +73,14 @@ impl IngestBatch for Tx {
 
     async fn save_calls(&mut self, states: Vec<CallState>) -> Result<(), StoreError> {
         super::save_calls(self, &states).await
+    }
+
+    async fn write(
+        &mut self,
+        deliveries: &[NewDelivery<'_>],
+        events: &[SeenEvent<'_>],
+        states: Vec<CallState>,
+    ) -> Result<(), StoreError> {
+        super::write_batch(self, deliveries, events, &states).await
     }
 }

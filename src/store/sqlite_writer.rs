@@ -177,11 +177,6 @@ impl SqliteBatch<'_> {
 /// The statements only ever wait on the disk, never on another task: they are written
 /// as `async fn` for the [`IngestBatch`] trait and complete when first polled.
 impl IngestBatch for SqliteBatch<'_> {
-    async fn lock(&mut self, _keys: &[&str]) -> Result<(), StoreError> {
-        // The IMMEDIATE transaction already holds the only write lock.
-        Ok(())
-    }
-
     async fn known(
         &mut self,
         event_ids: &[&str],
