@@ -412,28 +412,25 @@ impl Inner {
         // them, including those whose request is over but whose outcome is
         // still being committed (they no longer hold a slot).
         let limit = (unsettled + WINDOW_ROWS) as i64;
-        let read_at = now_ms();
-        let rows = self
+        let lease = self.config.claim_lease().as_millis() as i64;
+        let won = self
             .store
-            .due_for_workflow(read_at, workflow_id, hooks_only, limit)
+            .claim_due(now_ms(), workflow_id, hooks_only, limit, lease)
             .await?;
-        let rows: Vec<OutboxRow> = {
+        let rows: VecDeque<OutboxRow> = {
             let in_flight = self.in_flight.lock().expect("in-flight lock");
-            rows.into_iter()
+            won.into_iter()
                 .filter(|r| !in_flight.ids.contains(&r.id) && !in_flight.finished.contains(&r.id))
                 .collect()
         };
-        let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
-        let lease = self.config.claim_lease().as_millis() as i64;
-        let won = self.store.claim(&ids, read_at, lease).await?;
         let dropped: Vec<i64> = window
             .rows
             .iter()
             .map(|r| r.id)
-            .filter(|id| !won.contains(id))
+            .filter(|id| !rows.iter().any(|r| r.id == *id))
             .collect();
         self.store.release(&dropped).await?;
-        window.rows = rows.into_iter().filter(|r| won.contains(&r.id)).collect();
+        window.rows = rows;
         window.read_at = Some(now);
         window.hooks_only = hooks_only;
         Ok(())

@@ -86,6 +86,19 @@ pub async fn enqueue(tx: &mut Tx, d: &NewDelivery<'_>) -> Result<(), StoreError>
     Ok(())
 }
 
+/// The due rows of one workflow, for [`Store::due_for_workflow`] and
+/// [`Store::claim_due`]: $1 the workflow, $2 now, $3 hooks only, $4 [`HOOK_EVENT`], $5 the
+/// limit, $6 this instance, $7 the sync horizon.
+const DUE: &str = "FROM outbox o
+     WHERE o.workflow_id = $1 AND o.status = 'pending' AND o.next_attempt_at <= $2
+       AND o.id < $7
+       AND (o.claimed_until IS NULL OR o.claimed_until <= $2 OR o.claimed_by = $6)
+       AND ($3 = 0 OR o.event_type = $4)
+       AND NOT EXISTS (SELECT 1 FROM outbox e
+                       WHERE e.call_id = o.call_id AND e.seq < o.seq AND e.seq > 0
+                         AND e.status NOT IN ('delivered', 'failed'))
+     ORDER BY o.next_attempt_at, o.id LIMIT $5";
+
 const ROW: &str =
     "id, webhook_id, call_id, seq, event_type, workflow_id, payload, recording, status,
                    attempts, next_attempt_at";
@@ -115,17 +128,7 @@ impl Store {
         // `= 'pending'` PostgreSQL, with stale statistics (autovacuum off, as on the test
         // machine), intersected it with the whole status index on every row, and a
         // 10-minute run at 500 webhooks/s stalled after two minutes.
-        let sql = format!(
-            "SELECT {ROW} FROM outbox o
-             WHERE o.workflow_id = $1 AND o.status = 'pending' AND o.next_attempt_at <= $2
-               AND o.id < $7
-               AND (o.claimed_until IS NULL OR o.claimed_until <= $2 OR o.claimed_by = $6)
-               AND ($3 = 0 OR o.event_type = $4)
-               AND NOT EXISTS (SELECT 1 FROM outbox e
-                               WHERE e.call_id = o.call_id AND e.seq < o.seq AND e.seq > 0
-                                 AND e.status NOT IN ('delivered', 'failed'))
-             ORDER BY o.next_attempt_at, o.id LIMIT $5"
-        );
+        let sql = format!("SELECT {ROW} {DUE}");
         // Planned at every read on PostgreSQL. A prepared statement's plan is kept once
         // it has run five times, and this one's was chosen while the table was nearly
         // empty: sequential scans of `outbox`, per due row for the `NOT EXISTS`. As the
@@ -147,40 +150,48 @@ impl Store {
             .await?))
     }
 
-    /// Claims these due rows for this instance until `now + lease`, and returns those
-    /// it won: a row another instance claimed meanwhile (and whose lease still runs) is
-    /// not won; one this instance holds is won again, its lease renewed. One statement
-    /// for all of them; the update re-checks each row under its lock, so of two
-    /// instances racing for a row exactly one gets it. A store only this process uses
-    /// needs no claims: every row is won, with no write.
-    pub async fn claim(
+    /// [`Store::due_for_workflow`], claimed for this instance until `now + lease_ms`:
+    /// the rows it returns are this instance's to send. Rows this instance holds are
+    /// claimed again, their lease renewed; rows another one holds, or that another
+    /// transaction has locked, are passed over, so of two instances reading at once
+    /// each row goes to one. One statement on PostgreSQL: the read and the claim had been
+    /// two round trips on the way from a commit to its delivery. A store only this
+    /// process uses needs no claims: the read, with no write.
+    pub async fn claim_due(
         &self,
-        ids: &[i64],
         now: i64,
+        workflow_id: i64,
+        hooks_only: bool,
+        limit: i64,
         lease_ms: i64,
-    ) -> Result<Vec<i64>, StoreError> {
-        if !self.is_shared() || ids.is_empty() {
-            return Ok(ids.to_vec());
-        }
+    ) -> Result<Vec<OutboxRow>, StoreError> {
+        let Some(pool) = self.claims_pool() else {
+            return self
+                .due_for_workflow(now, workflow_id, hooks_only, limit)
+                .await;
+        };
         let sql = format!(
-            "UPDATE outbox SET claimed_by = $1, claimed_until = $2
-             WHERE {} AND status NOT IN ('delivered', 'failed')
-               AND (claimed_until IS NULL OR claimed_until <= $4 OR claimed_by = $1)
-             RETURNING id",
-            in_values(self.dialect(), "id", "$3", true, false)
+            "WITH due AS (SELECT o.id AS due_id {DUE} FOR UPDATE OF o SKIP LOCKED)
+             UPDATE outbox SET claimed_by = $6, claimed_until = $8
+             FROM due WHERE outbox.id = due.due_id
+             RETURNING {ROW}"
         );
-        let ids = serde_json::to_string(ids)?;
-        let pool = self
-            .claims_pool()
-            .expect("a shared store has a claims pool");
-        let won: Vec<(i64,)> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
-            .bind(self.instance())
-            .bind(now + lease_ms)
-            .bind(ids)
+        // Planned at every read, as `due_for_workflow` is.
+        let mut rows: Vec<OutboxRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .persistent(false)
+            .bind(workflow_id)
             .bind(now)
+            .bind(i64::from(hooks_only))
+            .bind(HOOK_EVENT)
+            .bind(limit)
+            .bind(self.instance())
+            .bind(self.sync_horizon().below())
+            .bind(now + lease_ms)
             .fetch_all(pool)
             .await?;
-        Ok(won.into_iter().map(|(id,)| id).collect())
+        // RETURNING keeps no order.
+        rows.sort_unstable_by_key(|r| (r.next_attempt_at, r.id));
+        Ok(rows)
     }
 
     /// Gives up this instance's claims on these rows (read but not sent), so other
@@ -415,65 +426,95 @@ mod tests {
         (attempt, AttemptOutcome::Delivered)
     }
 
+    fn ids(rows: Vec<OutboxRow>) -> Vec<i64> {
+        rows.into_iter().map(|r| r.id).collect()
+    }
+
     #[tokio::test]
     async fn a_claimed_row_is_one_instances_until_its_lease_ends() {
         let (stores, _dir) = test_stores().await;
         let (sqlite, postgres) = (&stores[0], &stores[1]);
+        let claim = async |store: &Store, now: i64| {
+            ids(store.claim_due(now, 7, false, 10, 1000).await.unwrap())
+        };
 
-        // One process owns a SQLite file: every row is won, nothing is written.
+        // One process owns a SQLite file: every due row is won, nothing is written.
         let (started, _) = call_with_two_events(sqlite).await;
-        assert_eq!(
-            sqlite.claim(&[started], now_ms(), 1000).await.unwrap(),
-            [started]
-        );
-        assert_eq!(
-            sqlite.claim(&[started], now_ms(), 1000).await.unwrap(),
-            [started]
-        );
+        assert_eq!(claim(sqlite, now_ms()).await, [started]);
+        assert_eq!(claim(sqlite, now_ms()).await, [started]);
 
         let (a, b) = (postgres, postgres.as_another_instance());
         let (started, ended) = call_with_two_events(a).await;
         let now = now_ms();
-        assert_eq!(b.claim(&[started], now, 1000).await.unwrap(), [started]);
-        assert!(a.claim(&[started], now, 1000).await.unwrap().is_empty());
-        // Claimed elsewhere, and holding up its call's next event; the holder sees it,
-        // and claiming it again renews its lease.
+        assert_eq!(claim(&b, now).await, [started]);
+        assert!(claim(a, now).await.is_empty());
+        // Claimed elsewhere, and holding up its call's next event; the holder reads it
+        // again, which renews its lease.
         assert!(
             a.due_for_workflow(now, 7, false, 10)
                 .await
                 .unwrap()
                 .is_empty()
         );
-        assert_eq!(
-            b.due_for_workflow(now, 7, false, 10).await.unwrap().len(),
-            1
-        );
-        assert_eq!(b.claim(&[started], now, 1000).await.unwrap(), [started]);
+        assert_eq!(claim(&b, now).await, [started]);
         // Released, it is anyone's again; then B takes it back.
         b.release(&[started]).await.unwrap();
         assert_eq!(
             a.due_for_workflow(now, 7, false, 10).await.unwrap().len(),
             1
         );
-        assert_eq!(b.claim(&[started], now, 1000).await.unwrap(), [started]);
+        assert_eq!(claim(&b, now).await, [started]);
 
         // B died: once the lease is over the row is A's to take.
         let later = now + 1001;
-        let due = a.due_for_workflow(later, 7, false, 10).await.unwrap();
-        assert_eq!(due.iter().map(|r| r.id).collect::<Vec<_>>(), [started]);
-        assert_eq!(a.claim(&[started], later, 1000).await.unwrap(), [started]);
-        assert!(b.claim(&[started], later, 1000).await.unwrap().is_empty());
+        assert_eq!(claim(a, later).await, [started]);
+        assert!(claim(&b, later).await.is_empty());
 
         // Its outcome ends the claim and lets the call's next event go.
         a.finish_attempts(&[delivered(started)]).await.unwrap();
-        let due = b.due_for_workflow(now_ms(), 7, false, 10).await.unwrap();
-        assert_eq!(due.iter().map(|r| r.id).collect::<Vec<_>>(), [ended]);
-        assert!(
-            b.claim(&[started], now_ms(), 1000)
-                .await
-                .unwrap()
-                .is_empty()
-        );
+        assert_eq!(claim(&b, now_ms()).await, [ended]);
+    }
+
+    #[tokio::test]
+    async fn two_instances_reading_at_once_share_the_due_rows_without_overlap() {
+        let (stores, _dir) = test_stores().await;
+        let (a, b) = (stores[1].clone(), stores[1].as_another_instance());
+        let mut tx = a.begin().await.unwrap();
+        let rooms: Vec<String> = (0..40).map(|n| format!("RM_{n}")).collect();
+        let calls: Vec<NewCall> = rooms
+            .iter()
+            .map(|r| NewCall(r, "room", 7, "wf", "s"))
+            .collect();
+        let call_ids = create_calls(&mut tx, &calls).await.unwrap();
+        let hooks: Vec<String> = rooms.iter().map(|r| format!("msg_{r}")).collect();
+        for (room, webhook_id) in rooms.iter().zip(&hooks) {
+            let delivery = NewDelivery {
+                webhook_id,
+                call_id: call_ids[room],
+                seq: 1,
+                event_type: "call_started",
+                workflow_id: 7,
+                payload: "{}",
+                recording: None,
+            };
+            enqueue(&mut tx, &delivery).await.unwrap();
+        }
+        tx.commit().await.unwrap();
+        // Twice: the second time each renews its own claims and takes none of the other's.
+        for _ in 0..2 {
+            let now = now_ms();
+            let (x, y) = tokio::join!(
+                a.claim_due(now, 7, false, 40, 60_000),
+                b.claim_due(now, 7, false, 40, 60_000)
+            );
+            let (x, y) = (ids(x.unwrap()), ids(y.unwrap()));
+            assert!(x.iter().all(|id| !y.contains(id)), "{x:?} {y:?}");
+            assert_eq!(
+                x.len() + y.len(),
+                40,
+                "every row went to one of them: {x:?} {y:?}"
+            );
+        }
     }
 
     #[tokio::test]
