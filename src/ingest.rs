@@ -362,10 +362,11 @@ impl Writer {
     }
 
     /// Applies a batch in order, as if its events came one by one. Through the pool that
-    /// is five statements whatever its size: duplicates and the rooms' calls are read
-    /// with one query, new calls inserted with one, and the outbox rows, the seen events
-    /// and the final call states written with one each. On the writer's own SQLite
-    /// connection the same steps run row by row.
+    /// is a handful of statements whatever its size: duplicates and the rooms' calls are
+    /// read with one query, new calls inserted with one, and the outbox rows, the seen
+    /// events and the final call states written with one each (on PostgreSQL, those
+    /// three as one statement). On the writer's own SQLite connection the same steps run
+    /// row by row.
     async fn apply(
         &self,
         tx: &mut impl IngestBatch,
