@@ -114,14 +114,6 @@ impl Ingestor {
         let (jobs, rx) = mpsc::channel(4 * MAX_BATCH);
         let own = store.ingest_connection()?;
         let takes_outcomes = own.is_some();
-        // SQLite through the pool (no file) has one write lock: one batch at a time.
-        let depth = if store.is_shared() {
-            PG_BATCHES_IN_FLIGHT
-                .min(store.pool_size() as usize / 2)
-                .max(1)
-        } else {
-            1
-        };
         let writer = Writer {
             store,
             workflows,
@@ -134,7 +126,15 @@ impl Ingestor {
                 let sync = conn.wal_sync()?;
                 tokio::task::spawn_blocking(move || writer.run_on(conn, rx, sync))
             }
-            None => tokio::spawn(Arc::new(writer).run(rx, depth)),
+            None => {
+                // SQLite through the pool (no file) has one write lock: one batch at a time.
+                let depth = if writer.store.is_shared() {
+                    PG_BATCHES_IN_FLIGHT.min(writer.store.pool_size() as usize / 2)
+                } else {
+                    1
+                };
+                tokio::spawn(Arc::new(writer).run(rx, depth.max(1)))
+            }
         };
         Ok((
             Ingestor {

@@ -436,11 +436,12 @@ impl Inner {
                 .filter(|r| !in_flight.ids.contains(&r.id) && !in_flight.finished.contains(&r.id))
                 .collect()
         };
+        let kept: HashSet<i64> = rows.iter().map(|r| r.id).collect();
         let dropped: Vec<i64> = window
             .rows
             .iter()
             .map(|r| r.id)
-            .filter(|id| !rows.iter().any(|r| r.id == *id))
+            .filter(|id| !kept.contains(id))
             .collect();
         self.store.release(&dropped).await?;
         window.rows = rows;

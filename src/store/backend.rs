@@ -317,8 +317,10 @@ async fn open_postgres(url: &str, max_connections: u32) -> Result<(PgPool, PgPoo
         .acquire_timeout(Duration::from_secs(10))
         .connect_with(options.clone())
         .await?;
+    // The worker's claims, reads and releases one after another: two connections, or
+    // one when the operator allows one in all.
     let claims = PgPoolOptions::new()
-        .max_connections(2)
+        .max_connections(max_connections.min(2))
         .acquire_timeout(Duration::from_secs(10))
         .connect_with(options.options([("synchronous_commit", "off")]))
         .await?;

@@ -26,25 +26,16 @@ pub(crate) trait IngestBatch {
         &mut self,
         calls: &[NewCall<'_>],
     ) -> Result<HashMap<String, i64>, StoreError>;
-    /// Queues outbox rows, in order.
-    async fn enqueue_all(&mut self, deliveries: &[NewDelivery<'_>]) -> Result<(), StoreError>;
-    /// Records new event ids.
-    async fn remember_events(&mut self, events: &[SeenEvent<'_>]) -> Result<(), StoreError>;
-    /// Saves the state (and phase) of each call. The batch takes them: the SQLite
-    /// writer keeps them in memory once they are committed (`call_cache.rs`).
-    async fn save_calls(&mut self, states: Vec<CallState>) -> Result<(), StoreError>;
-    /// The batch's last writes, in this order: its outbox rows, its seen events, its
-    /// calls' states. A PostgreSQL transaction makes them one statement.
+    /// The batch's last writes, in this order: its outbox rows (queued in order), its
+    /// new event ids, and the state (and phase) of each call it touched. The batch
+    /// takes the states: the SQLite writer keeps them in memory once they are committed
+    /// (`call_cache.rs`). A PostgreSQL transaction makes the three one statement.
     async fn write(
         &mut self,
         deliveries: &[NewDelivery<'_>],
         events: &[SeenEvent<'_>],
         states: Vec<CallState>,
-    ) -> Result<(), StoreError> {
-        self.enqueue_all(deliveries).await?;
-        self.remember_events(events).await?;
-        self.save_calls(states).await
-    }
+    ) -> Result<(), StoreError>;
 }
 
 impl IngestBatch for Tx {
@@ -61,18 +52,6 @@ impl IngestBatch for Tx {
         calls: &[NewCall<'_>],
     ) -> Result<HashMap<String, i64>, StoreError> {
         super::create_calls(self, calls).await
-    }
-
-    async fn enqueue_all(&mut self, deliveries: &[NewDelivery<'_>]) -> Result<(), StoreError> {
-        super::enqueue_all(self, deliveries).await
-    }
-
-    async fn remember_events(&mut self, events: &[SeenEvent<'_>]) -> Result<(), StoreError> {
-        super::remember_events(self, events).await
-    }
-
-    async fn save_calls(&mut self, states: Vec<CallState>) -> Result<(), StoreError> {
-        super::save_calls(self, &states).await
     }
 
     async fn write(

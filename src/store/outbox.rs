@@ -563,27 +563,38 @@ mod tests {
 
     #[tokio::test]
     async fn postgres_plans_the_window_read_at_every_read() {
-        // One connection, so the check below sees the session that ran the reads.
+        // One connection in each pool, so the checks below see the sessions that ran
+        // the reads: the worker's read and claim (`claim_due`, on the claims pool) and
+        // the plain read (on the main pool).
         let store = crate::store::backend::test_postgres_store(1).await;
-        call_with_two_events(&store).await;
+        let (started, _) = call_with_two_events(&store).await;
         for _ in 0..8 {
+            store.claim_due(now_ms(), 7, false, 10, 1000).await.unwrap();
+            store.release(&[started]).await.unwrap();
             store
                 .due_for_workflow(now_ms(), 7, false, 10)
                 .await
                 .unwrap();
             store.next_due_after(now_ms(), &[]).await.unwrap();
         }
-        let kept: Vec<(String,)> = sqlx::query_as("SELECT statement FROM pg_prepared_statements")
-            .fetch_all(store.postgres().unwrap())
-            .await
-            .unwrap();
-        assert!(
-            kept.iter().any(|(s,)| s.contains("MIN(next_attempt_at)")),
-            "the check sees the reads' session: {kept:#?}"
-        );
-        assert!(
-            !kept.iter().any(|(s,)| s.contains("NOT EXISTS")),
-            "the window read kept a plan: {kept:#?}"
-        );
+        let pools = [
+            (store.claims_pool().unwrap(), "claimed_by = NULL"),
+            (store.postgres().unwrap(), "MIN(next_attempt_at)"),
+        ];
+        for (pool, also_run_there) in pools {
+            let kept: Vec<(String,)> =
+                sqlx::query_as("SELECT statement FROM pg_prepared_statements")
+                    .fetch_all(pool)
+                    .await
+                    .unwrap();
+            assert!(
+                kept.iter().any(|(s,)| s.contains(also_run_there)),
+                "the check sees the reads' session: {kept:#?}"
+            );
+            assert!(
+                !kept.iter().any(|(s,)| s.contains("NOT EXISTS")),
+                "the window read kept a plan: {kept:#?}"
+            );
+        }
     }
 }

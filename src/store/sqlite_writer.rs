@@ -230,7 +230,21 @@ impl IngestBatch for SqliteBatch<'_> {
         Ok(ids)
     }
 
-    async fn enqueue_all(&mut self, deliveries: &[NewDelivery<'_>]) -> Result<(), StoreError> {
+    async fn write(
+        &mut self,
+        deliveries: &[NewDelivery<'_>],
+        events: &[SeenEvent<'_>],
+        states: Vec<CallState>,
+    ) -> Result<(), StoreError> {
+        self.enqueue_all(deliveries)?;
+        self.remember_events(events)?;
+        self.save_calls(states)
+    }
+}
+
+/// The batch's last writes, row by row (see [`IngestBatch::write`]).
+impl SqliteBatch<'_> {
+    fn enqueue_all(&mut self, deliveries: &[NewDelivery<'_>]) -> Result<(), StoreError> {
         let mut insert = self.tx.prepare_cached(
             "INSERT INTO outbox (webhook_id, call_id, seq, event_type, workflow_id, payload,
                                  recording, next_attempt_at, created_at)
@@ -254,7 +268,7 @@ impl IngestBatch for SqliteBatch<'_> {
         Ok(())
     }
 
-    async fn remember_events(&mut self, events: &[SeenEvent<'_>]) -> Result<(), StoreError> {
+    fn remember_events(&mut self, events: &[SeenEvent<'_>]) -> Result<(), StoreError> {
         let mut insert = self.tx.prepare_cached(
             "INSERT INTO inbound_events (event_id, event_type, room_sid, call_id, received_at)
              VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -266,7 +280,7 @@ impl IngestBatch for SqliteBatch<'_> {
         Ok(())
     }
 
-    async fn save_calls(&mut self, states: Vec<CallState>) -> Result<(), StoreError> {
+    fn save_calls(&mut self, states: Vec<CallState>) -> Result<(), StoreError> {
         let mut update = self.tx.prepare_cached(
             "UPDATE calls SET state = ?1, phase = ?2, updated_at = ?3 WHERE id = ?4",
         )?;
