@@ -7,10 +7,9 @@
 use std::sync::Arc;
 
 use axum::{
-    Json,
     body::{Body, to_bytes},
     extract::State,
-    http::{HeaderMap, StatusCode, header},
+    http::{HeaderMap, HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
 };
 use base64::Engine;
@@ -84,24 +83,20 @@ pub async fn receive(State(app): State<Arc<AppState>>, headers: HeaderMap, body:
                 Accepted::Applied { call_id, emitted } => {
                     tracing::debug!(event = %kind, id = %key, call_id, emitted, "webhook accepted");
                     metrics::webhook_received(&kind, WebhookResult::Accepted);
-                    "accepted"
+                    r#"{"status":"accepted"}"#
                 }
                 Accepted::Duplicate => {
                     tracing::debug!(event = %kind, id = %key, "duplicate webhook ignored");
                     metrics::webhook_received(&kind, WebhookResult::Duplicate);
-                    "duplicate"
+                    r#"{"status":"duplicate"}"#
                 }
                 Accepted::Ignored(why) => {
                     tracing::info!(event = %kind, id = %key, why, "webhook ignored");
                     metrics::webhook_received(&kind, WebhookResult::Ignored);
-                    "ignored"
+                    r#"{"status":"ignored"}"#
                 }
             };
-            (
-                StatusCode::OK,
-                Json(serde_json::json!({ "status": status })),
-            )
-                .into_response()
+            answered(status)
         }
         Err(e) => {
             tracing::error!(event = %kind, id = %key, error = %e, "webhook not stored; answering 503 so LiveKit retries");
@@ -110,6 +105,42 @@ pub async fn receive(State(app): State<Arc<AppState>>, headers: HeaderMap, body:
                 StatusCode::SERVICE_UNAVAILABLE,
                 "temporarily unable to store the event",
             )
+        }
+    }
+}
+
+/// A 200 with its fixed JSON body, written as it is rather than built as a JSON value
+/// and serialized for every webhook.
+fn answered(body: &'static str) -> Response {
+    (
+        StatusCode::OK,
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        body,
+    )
+        .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_stored_webhook_is_answered_with_json_naming_what_became_of_it() {
+        for status in ["accepted", "duplicate", "ignored"] {
+            let body = match status {
+                "accepted" => r#"{"status":"accepted"}"#,
+                "duplicate" => r#"{"status":"duplicate"}"#,
+                _ => r#"{"status":"ignored"}"#,
+            };
+            let answer = answered(body);
+            assert_eq!(answer.status(), StatusCode::OK);
+            assert_eq!(answer.headers()[header::CONTENT_TYPE], "application/json");
+            let bytes = to_bytes(answer.into_body(), 1024).await.unwrap();
+            let json: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+            assert_eq!(json, serde_json::json!({ "status": status }));
         }
     }
 }
