@@ -58,12 +58,25 @@ const WAL_RESTART_FRAMES: i64 = 4096;
 /// What became of an accepted event.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Accepted {
-    /// Applied to a call; `emitted` VoiceKit events were queued.
-    Applied { call_id: i64, emitted: usize },
+    /// Applied to a call: the VoiceKit events it queued, in order, and the call itself
+    /// when the event's room became one.
+    Applied {
+        call_id: i64,
+        emitted: Vec<EventKind>,
+        new_call: Option<Box<NewCall>>,
+    },
     /// This LiveKit event id was accepted before: nothing happens again.
     Duplicate,
     /// Stored as seen, but it concerns no call.
     Ignored(&'static str),
+}
+
+/// A call an event created, for the log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewCall {
+    pub room_name: String,
+    pub room_sid: String,
+    pub workflow: String,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -182,7 +195,30 @@ impl Ingestor {
             dedupe_key,
             reply,
         });
-        self.ask(job, answer).await
+        let accepted = self.ask(job, answer).await?;
+        // Logged here, once durable, by the task that asked, rather than on the
+        // writer's thread, the one serial step of ingest: formatting and writing these
+        // lines was 5% of its instructions, and a slow log reader would stall it.
+        if let Accepted::Applied {
+            call_id,
+            emitted,
+            new_call,
+        } = &accepted
+        {
+            if let Some(call) = new_call {
+                tracing::info!(
+                    call_id,
+                    room = call.room_name,
+                    room_sid = call.room_sid,
+                    workflow = call.workflow,
+                    "new call"
+                );
+            }
+            for kind in emitted {
+                tracing::info!(call_id, event = kind.as_str(), "queued VoiceKit event");
+            }
+        }
+        Ok(accepted)
     }
 
     /// Queues `job` for the writer and waits for the answer it carries.
@@ -419,11 +455,19 @@ impl Writer {
             .map(|(room, name, wf, slug)| store::NewCall(room, name, wf.id, &wf.slug, slug))
             .collect();
         let ids = tx.create_calls(&rows).await?;
+        let mut created = HashMap::with_capacity(new_calls.len());
         for (room_sid, room_name, wf, slug) in new_calls {
             let call_id = ids[room_sid];
-            tracing::info!(call_id, room = room_name, room_sid, workflow = %wf.slug, "new call");
             let state = CallState::new(call_id, slug, wf, room_sid, room_name);
             calls.insert(room_sid.to_owned(), state);
+            created.insert(
+                room_sid,
+                Box::new(NewCall {
+                    room_name: room_name.to_owned(),
+                    room_sid: room_sid.to_owned(),
+                    workflow: wf.slug.clone(),
+                }),
+            );
         }
 
         // Run the machine, queue what it emits, then write events and calls once each.
@@ -451,7 +495,9 @@ impl Writer {
                     remembered.push(store::SeenEvent(key, kind, room, Some(call.call_id)));
                     results.push(Accepted::Applied {
                         call_id: call.call_id,
-                        emitted: transition.emitted.len(),
+                        emitted: transition.emitted.iter().map(|e| e.event.kind()).collect(),
+                        // The room's first event in the batch is the one that made it a call.
+                        new_call: created.remove(room_sid),
                     });
                     if !touched.contains(&room_sid) {
                         touched.push(room_sid);
@@ -524,11 +570,6 @@ impl Writer {
                     recording: None,
                 });
             }
-            tracing::info!(
-                call_id = call.call_id,
-                event = kind.as_str(),
-                "queued VoiceKit event"
-            );
         }
         Ok(())
     }
@@ -543,7 +584,7 @@ fn answer(
         Ok(results) => {
             let emitted = results
                 .iter()
-                .any(|r| matches!(r, Accepted::Applied { emitted, .. } if *emitted > 0));
+                .any(|r| matches!(r, Accepted::Applied { emitted, .. } if !emitted.is_empty()));
             for (cmd, result) in batch.drain(..).zip(results) {
                 let _ = cmd.reply.send(Ok(result));
             }
@@ -870,25 +911,32 @@ mod tests {
         assert!(again.iter().all(|a| *a == Accepted::Duplicate));
 
         use Accepted::*;
-        let applied = |emitted| Applied {
+        let applied = |emitted: &[EventKind]| Applied {
             call_id: 1,
-            emitted,
+            emitted: emitted.to_vec(),
+            new_call: None,
+        };
+        let created = |call_id, room_name: &str, room_sid: &str| Applied {
+            call_id,
+            emitted: vec![],
+            new_call: Some(Box::new(NewCall {
+                room_name: room_name.into(),
+                room_sid: room_sid.into(),
+                workflow: "support".into(),
+            })),
         };
         assert_eq!(
             together,
             vec![
-                applied(0),
+                created(1, "VK_abc_1", "RM_1"),
                 Duplicate,
-                applied(0),
-                applied(1),
+                applied(&[]),
+                applied(&[EventKind::CallStarted]),
                 Ignored("room maps to no workflow"),
                 Ignored("event type does not concern calls"),
-                Applied {
-                    call_id: 2,
-                    emitted: 0
-                },
-                applied(0),
-                applied(1),
+                created(2, "VK_def_2", "RM_3"),
+                applied(&[]),
+                applied(&[EventKind::CallEnded]),
                 Duplicate,
             ]
         );
@@ -1012,7 +1060,7 @@ mod tests {
             .await
             .unwrap();
         assert!(
-            matches!(accepted, Accepted::Applied { emitted: 0, .. }),
+            matches!(&accepted, Accepted::Applied { emitted, .. } if emitted.is_empty()),
             "{accepted:?}"
         );
         let joined = events();
@@ -1330,11 +1378,11 @@ mod tests {
         let started = answer(joined.await);
         let ended = answer(finished.await);
         assert!(
-            matches!(started, Accepted::Applied { emitted: 1, .. }),
+            matches!(&started, Accepted::Applied { emitted, .. } if emitted == &[EventKind::CallStarted]),
             "{started:?}"
         );
         assert!(
-            matches!(ended, Accepted::Applied { emitted: 1, .. }),
+            matches!(&ended, Accepted::Applied { emitted, .. } if emitted == &[EventKind::CallEnded]),
             "{ended:?}"
         );
         let events: Vec<(i64, String)> = sqlx::query_as(

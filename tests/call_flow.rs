@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use support::{
     Daemon, Moto, Received, Receiver, TestConfig,
-    config::{API_KEY, API_SECRET, BUCKET},
+    config::{API_KEY, API_SECRET, BUCKET, WORKFLOW_SLUG},
     lk::{self, FileResult, Participant, Room},
 };
 
@@ -170,6 +170,47 @@ async fn full_call_delivers_the_three_events_byte_for_byte_with_a_working_record
     assert_eq!(fetched.status(), 200);
     assert_eq!(fetched.bytes().await.unwrap().as_ref(), RECORDING);
     receiver.expect_nothing(Duration::from_millis(300)).await;
+}
+
+#[tokio::test]
+async fn each_new_call_and_each_queued_event_is_logged_exactly_once() {
+    let receiver = Receiver::start().await;
+    let daemon = Daemon::start(&TestConfig::new(&receiver.url("/hooks/voicekit")).toml()).await;
+    for body in call_until_finished() {
+        post(&daemon, &body).await;
+    }
+    post(&daemon, &egress_ended("EGRESS_FAILED", None)).await;
+
+    let lines = |what: &str| -> Vec<String> {
+        let text = daemon.stderr_text();
+        text.lines()
+            .filter(|l| l.contains(what))
+            .map(str::to_owned)
+            .collect()
+    };
+    // Each line is written before its webhook's 200; the test's reader of the
+    // daemon's stderr may not have read the last ones yet.
+    support::poll::eventually(WAIT, "three queued events in the log", async || {
+        lines("queued VoiceKit event").len() >= 3
+    })
+    .await;
+    let queued = lines("queued VoiceKit event");
+    assert_eq!(queued.len(), 3, "{queued:#?}");
+    for (line, event) in queued
+        .iter()
+        .zip(["call_started", "call_ended", "call_finalized"])
+    {
+        assert!(line.contains("call_id=1") && line.contains(event), "{line}");
+    }
+    let created = lines("new call");
+    assert_eq!(created.len(), 1, "{created:#?}");
+    assert!(
+        [ROOM_SID, ROOM_NAME, WORKFLOW_SLUG, "call_id=1"]
+            .iter()
+            .all(|part| created[0].contains(part)),
+        "{}",
+        created[0]
+    );
 }
 
 #[tokio::test]

@@ -80,7 +80,10 @@ pub async fn receive(State(app): State<Arc<AppState>>, headers: HeaderMap, body:
     match app.ingestor.submit(event, key.clone()).await {
         Ok(accepted) => {
             let status = match &accepted {
-                Accepted::Applied { call_id, emitted } => {
+                Accepted::Applied {
+                    call_id, emitted, ..
+                } => {
+                    let emitted = emitted.len();
                     tracing::debug!(event = %kind, id = %key, call_id, emitted, "webhook accepted");
                     metrics::webhook_received(&kind, WebhookResult::Accepted);
                     r#"{"status":"accepted"}"#
