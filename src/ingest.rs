@@ -63,7 +63,7 @@ pub enum Accepted {
     Applied {
         call_id: i64,
         emitted: Vec<EventKind>,
-        new_call: Option<Box<NewCall>>,
+        new_call: Option<Box<CreatedCall>>,
     },
     /// This LiveKit event id was accepted before: nothing happens again.
     Duplicate,
@@ -73,7 +73,7 @@ pub enum Accepted {
 
 /// A call an event created, for the log.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NewCall {
+pub struct CreatedCall {
     pub room_name: String,
     pub room_sid: String,
     pub workflow: String,
@@ -462,7 +462,7 @@ impl Writer {
             calls.insert(room_sid.to_owned(), state);
             created.insert(
                 room_sid,
-                Box::new(NewCall {
+                Box::new(CreatedCall {
                     room_name: room_name.to_owned(),
                     room_sid: room_sid.to_owned(),
                     workflow: wf.slug.clone(),
@@ -919,7 +919,7 @@ mod tests {
         let created = |call_id, room_name: &str, room_sid: &str| Applied {
             call_id,
             emitted: vec![],
-            new_call: Some(Box::new(NewCall {
+            new_call: Some(Box::new(CreatedCall {
                 room_name: room_name.into(),
                 room_sid: room_sid.into(),
                 workflow: "support".into(),

@@ -86,17 +86,17 @@ pub async fn receive(State(app): State<Arc<AppState>>, headers: HeaderMap, body:
                     let emitted = emitted.len();
                     tracing::debug!(event = %kind, id = %key, call_id, emitted, "webhook accepted");
                     metrics::webhook_received(&kind, WebhookResult::Accepted);
-                    r#"{"status":"accepted"}"#
+                    ACCEPTED
                 }
                 Accepted::Duplicate => {
                     tracing::debug!(event = %kind, id = %key, "duplicate webhook ignored");
                     metrics::webhook_received(&kind, WebhookResult::Duplicate);
-                    r#"{"status":"duplicate"}"#
+                    DUPLICATE
                 }
                 Accepted::Ignored(why) => {
                     tracing::info!(event = %kind, id = %key, why, "webhook ignored");
                     metrics::webhook_received(&kind, WebhookResult::Ignored);
-                    r#"{"status":"ignored"}"#
+                    IGNORED
                 }
             };
             answered(status)
@@ -112,8 +112,13 @@ pub async fn receive(State(app): State<Arc<AppState>>, headers: HeaderMap, body:
     }
 }
 
-/// A 200 with its fixed JSON body, written as it is rather than built as a JSON value
-/// and serialized for every webhook.
+// The bodies of the 200s, written as they are rather than built as a JSON value and
+// serialized for every webhook.
+const ACCEPTED: &str = r#"{"status":"accepted"}"#;
+const DUPLICATE: &str = r#"{"status":"duplicate"}"#;
+const IGNORED: &str = r#"{"status":"ignored"}"#;
+
+/// A 200 with one of the fixed JSON bodies above.
 fn answered(body: &'static str) -> Response {
     (
         StatusCode::OK,
@@ -132,12 +137,11 @@ mod tests {
 
     #[tokio::test]
     async fn a_stored_webhook_is_answered_with_json_naming_what_became_of_it() {
-        for status in ["accepted", "duplicate", "ignored"] {
-            let body = match status {
-                "accepted" => r#"{"status":"accepted"}"#,
-                "duplicate" => r#"{"status":"duplicate"}"#,
-                _ => r#"{"status":"ignored"}"#,
-            };
+        for (body, status) in [
+            (ACCEPTED, "accepted"),
+            (DUPLICATE, "duplicate"),
+            (IGNORED, "ignored"),
+        ] {
             let answer = answered(body);
             assert_eq!(answer.status(), StatusCode::OK);
             assert_eq!(answer.headers()[header::CONTENT_TYPE], "application/json");
