@@ -1110,14 +1110,104 @@ mod tests {
         std::thread::JoinHandle<()>,
         Vec<oneshot::Receiver<Result<Accepted, Arc<StoreError>>>>,
     ) {
-        let conn = w.store.ingest_connection().unwrap().unwrap();
-        let (tx, rx) = mpsc::channel(16);
-        let writer = std::thread::spawn(move || w.run_on(conn, rx, sync));
+        let (ingestor, writer) = ingestor_with_sync(w, sync);
         let mut answers = Vec::new();
         for body in bodies {
-            answers.push(send_event(&tx, body.clone()).await);
+            answers.push(send_event(&ingestor.jobs, body.clone()).await);
         }
-        (tx, writer, answers)
+        (ingestor.jobs, writer, answers)
+    }
+
+    /// An ingestor whose writer, on its own connection and thread, syncs with `sync`.
+    fn ingestor_with_sync(w: Writer, sync: WalSync) -> (Ingestor, std::thread::JoinHandle<()>) {
+        let conn = w.store.ingest_connection().unwrap().unwrap();
+        let (jobs, rx) = mpsc::channel(16);
+        let writer = std::thread::spawn(move || w.run_on(conn, rx, sync));
+        let ingestor = Ingestor {
+            jobs,
+            takes_outcomes: true,
+        };
+        (ingestor, writer)
+    }
+
+    /// What a `tracing` subscriber wrote, for a test to read.
+    #[derive(Clone, Default)]
+    struct LogBuffer(Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for LogBuffer {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl LogBuffer {
+        fn lines_with(&self, what: &str) -> Vec<String> {
+            String::from_utf8_lossy(&self.0.lock().unwrap())
+                .lines()
+                .filter(|l| l.contains(what))
+                .map(str::to_owned)
+                .collect()
+        }
+    }
+
+    #[tokio::test]
+    async fn calls_and_queued_events_are_logged_by_the_submitter_once_durable() {
+        // This thread's subscriber only: what the writer's own threads log is not seen.
+        let logs = LogBuffer::default();
+        let subscriber = {
+            let logs = logs.clone();
+            tracing_subscriber::fmt()
+                .with_ansi(false)
+                .with_writer(move || logs.clone())
+                .finish()
+        };
+        let _guard = tracing::subscriber::set_default(subscriber);
+        let all = events();
+        let submit = async |ingestor: &Ingestor, body: &serde_json::Value| {
+            let cmd = command(body.clone());
+            ingestor.submit(cmd.event, cmd.dedupe_key).await
+        };
+
+        // Every sync fails: the writer commits the call, but it is never durable.
+        let (w, _d1) = writer().await;
+        let (ingestor, thread) =
+            ingestor_with_sync(w, WalSync::with(|| Err(std::io::Error::other("disk gone"))));
+        assert!(submit(&ingestor, &all[0]).await.is_err());
+        assert_eq!(logs.lines_with("new call"), Vec::<String>::new());
+        drop(ingestor);
+        thread.join().unwrap();
+
+        // The same call, synced: room_started makes it, the agent's join queues call_started.
+        let (w, _d2) = writer().await;
+        let (ingestor, thread) = ingestor_with_sync(w, WalSync::with(|| Ok(())));
+        for body in [&all[0], &all[2], &all[3]] {
+            assert!(matches!(
+                submit(&ingestor, body).await,
+                Ok(Accepted::Applied { .. })
+            ));
+        }
+        let created = logs.lines_with("new call");
+        assert_eq!(created.len(), 1, "{created:?}");
+        assert!(
+            ["call_id=1", "RM_1", "VK_abc_1", "support"]
+                .iter()
+                .all(|part| created[0].contains(part)),
+            "{}",
+            created[0]
+        );
+        let queued = logs.lines_with("queued VoiceKit event");
+        assert_eq!(queued.len(), 1, "{queued:?}");
+        assert!(
+            queued[0].contains("call_id=1") && queued[0].contains("call_started"),
+            "{}",
+            queued[0]
+        );
+        drop(ingestor);
+        thread.join().unwrap();
     }
 
     /// Queues the event `body` to a writer's channel; its answer comes on the receiver.
