@@ -50,8 +50,8 @@ type Job = (
 
 #[derive(Clone)]
 pub enum Recorder {
-    /// The recorder's own task.
-    Own(mpsc::Sender<Job>),
+    /// The recorder's own task (and the store, for published bodies).
+    Own(mpsc::Sender<Job>, Store),
     /// The ingest writer.
     Writer(Ingestor),
 }
@@ -64,8 +64,19 @@ impl Recorder {
             return Recorder::Writer(writer.clone());
         }
         let (jobs, rx) = mpsc::channel(4 * MAX_BATCH);
-        tokio::spawn(run(store, rx));
-        Recorder::Own(jobs)
+        tokio::spawn(run(store.clone(), rx));
+        Recorder::Own(jobs, store)
+    }
+
+    /// Stores a `call_finalized` body with its published recording URL; returns once
+    /// committed. Where the ingest writer takes outcomes, it commits this too: a write
+    /// of its own there would hold the SQLite file's one write lock, which the writer
+    /// then waits for.
+    pub async fn set_payload(&self, outbox_id: i64, payload: String) -> Result<(), RecordError> {
+        match self {
+            Recorder::Own(_, store) => Ok(store.set_payload(outbox_id, &payload).await?),
+            Recorder::Writer(writer) => Ok(writer.set_payload(outbox_id, payload).await?),
+        }
     }
 
     /// Records one attempt and its outcome; returns once committed.
@@ -75,7 +86,7 @@ impl Recorder {
         outcome: AttemptOutcome,
     ) -> Result<(), RecordError> {
         let jobs = match self {
-            Recorder::Own(jobs) => jobs,
+            Recorder::Own(jobs, _) => jobs,
             Recorder::Writer(writer) => return Ok(writer.record(attempt, outcome).await?),
         };
         let (done, committed) = oneshot::channel();

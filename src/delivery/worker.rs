@@ -725,8 +725,8 @@ impl Inner {
         };
         let payload = voicekit::with_recording_url(&row.payload, url.as_deref())
             .map_err(|e| format!("stored payload is corrupt: {e}"))?;
-        self.store
-            .set_payload(row.id, &payload)
+        self.recorder
+            .set_payload(row.id, payload.clone())
             .await
             .map_err(|e| format!("saving the published URL: {e}"))?;
         row.payload = payload;

@@ -106,6 +106,11 @@ const ROW: &str =
 /// Event type of the synchronous `call_started_hook` request, queued beside the events.
 pub const HOOK_EVENT: &str = "call_started_hook";
 
+/// A published body replaces the stored one; the recording is then no longer needed.
+/// (SQLite numbers `$1` and `$2` in order of appearance, so rusqlite binds them too.)
+pub(super) const SET_PAYLOAD: &str =
+    "UPDATE outbox SET payload = $1, recording = NULL WHERE id = $2";
+
 impl Store {
     /// Up to `limit` pending rows of one workflow that are due, oldest first, each only
     /// once every earlier event of its call is no longer pending: a call's events reach
@@ -264,13 +269,26 @@ impl Store {
 
     /// Freezes a body once its recording URL is known; retries then send these bytes.
     pub async fn set_payload(&self, id: i64, payload: &str) -> Result<(), StoreError> {
-        on_pool!(self, p => sqlx::query(
-            "UPDATE outbox SET payload = $1, recording = NULL WHERE id = $2")
+        on_pool!(self, p => sqlx::query(SET_PAYLOAD)
             .bind(payload)
             .bind(id)
             .execute(p)
             .await?.rows_affected());
         Ok(())
+    }
+
+    /// Stores published bodies, then records attempts (the delivery writes of one
+    /// ingest batch, on a store whose writer does not take them: see
+    /// `Ingestor::takes_outcomes`).
+    pub async fn finish_delivery_writes(
+        &self,
+        payloads: &[(i64, String)],
+        attempts: &[(Attempt, AttemptOutcome)],
+    ) -> Result<(), StoreError> {
+        for (id, payload) in payloads {
+            self.set_payload(*id, payload).await?;
+        }
+        self.finish_attempts(attempts).await
     }
 
     /// Records attempts and moves each row on (delivered, retried at its time, or
@@ -514,6 +532,26 @@ mod tests {
                 40,
                 "every row went to one of them: {x:?} {y:?}"
             );
+        }
+    }
+
+    #[tokio::test]
+    async fn delivery_writes_store_the_published_body_and_record_the_attempt() {
+        let (stores, _dir) = test_stores().await;
+        for store in &stores {
+            let (started, _) = call_with_two_events(store).await;
+            let body = r#"{"recording_url":"https://r.example/a.ogg"}"#.to_string();
+            store
+                .finish_delivery_writes(&[(started, body.clone())], &[delivered(started)])
+                .await
+                .unwrap();
+            let row: (String, Option<String>, String) = on_pool!(store, p => sqlx::query_as(
+                "SELECT payload, recording, status FROM outbox WHERE id = $1")
+                .bind(started)
+                .fetch_one(p)
+                .await
+                .unwrap());
+            assert_eq!(row, (body, None, "delivered".into()));
         }
     }
 

@@ -151,6 +151,18 @@ pub struct SqliteBatch<'c> {
 }
 
 impl SqliteBatch<'_> {
+    /// Stores published bodies (`Store::set_payload`'s statement).
+    pub fn set_payloads(&mut self, payloads: &[(i64, String)]) -> Result<(), StoreError> {
+        if payloads.is_empty() {
+            return Ok(());
+        }
+        let mut update = self.tx.prepare_cached(super::outbox::SET_PAYLOAD)?;
+        for (id, payload) in payloads {
+            update.execute(params![payload, id])?;
+        }
+        Ok(())
+    }
+
     /// Records finished delivery attempts (`Store::finish_attempts`'s statements), so
     /// they share the batch's one fsync.
     pub fn record_attempts(
