@@ -10,9 +10,9 @@
 //! `store::WalSync`); on PostgreSQL the writer is a task on the pool, with a few
 //! batches in progress at once (see [`PG_BATCHES_IN_FLIGHT`]).
 //!
-//! On a SQLite file the writer also commits the delivery worker's outcomes, in the same
-//! transactions: one file has one write lock, and two writers each with an fsync per
-//! commit took it in turns (see [`Ingestor::takes_outcomes`]).
+//! On a SQLite file the writer also commits the delivery worker's outcomes and published
+//! bodies, in the same transactions: one file has one write lock, and two writers each
+//! with an fsync per commit took it in turns (see [`Ingestor::takes_outcomes`]).
 
 use std::{
     collections::HashMap,
@@ -289,14 +289,14 @@ impl Writer {
                 break;
             }
             let mut batch = Vec::with_capacity(jobs.len());
-            let outcomes = split(&mut jobs, &mut batch);
-            if !outcomes.is_empty() {
+            let writes = split(&mut jobs, &mut batch);
+            if !writes.is_empty() {
                 // Not sent here (`takes_outcomes` is false), but recorded if they are.
                 let result = self
                     .store
-                    .finish_delivery_writes(&outcomes.payloads, &outcomes.records)
+                    .finish_delivery_writes(&writes.payloads, &writes.records)
                     .await;
-                outcomes.answer(result);
+                writes.answer(result);
             }
             if batch.is_empty() {
                 continue;
@@ -355,17 +355,17 @@ impl Writer {
                 }
             }
             let mut batch = Vec::with_capacity(jobs.len());
-            let outcomes = split(&mut jobs, &mut batch);
+            let writes = split(&mut jobs, &mut batch);
             // After a failed fsync the page cache may have dropped writes SQLite counts
             // as made: nothing more is written until a restart lets SQLite recover.
             let result = if failed.load(Ordering::Acquire) {
                 Err(StoreError::WalSyncFailed)
             } else {
-                self.commit_on(&mut conn, &batch, &outcomes, &horizon)
+                self.commit_on(&mut conn, &batch, &writes, &horizon)
             };
             let _ = committed.send(Committed {
                 batch,
-                outcomes,
+                writes,
                 result: result.map_err(Arc::new),
             });
             if conn.wal_frames() > self.wal_restart_frames
@@ -402,7 +402,7 @@ impl Writer {
         &self,
         conn: &mut IngestConnection,
         batch: &[Command],
-        outcomes: &Outcomes,
+        writes: &DeliveryWrites,
         horizon: &SyncHorizon,
     ) -> Result<Vec<Accepted>, StoreError> {
         let started = Instant::now();
@@ -412,8 +412,8 @@ impl Writer {
         } else {
             completed(self.apply(&mut tx, batch))?
         };
-        tx.set_payloads(&outcomes.payloads)?;
-        tx.record_attempts(&outcomes.records)?;
+        tx.set_payloads(&writes.payloads)?;
+        tx.record_attempts(&writes.records)?;
         // Others see the rows from the commit on; delivery must not until they are synced.
         horizon.committing(tx.first_outbox_id());
         if let Err(e) = tx.commit() {
@@ -647,7 +647,7 @@ fn lock_keys(batch: &[Command]) -> Vec<&str> {
 /// A batch the SQLite writer committed (or failed to), on its way to the WAL sync.
 struct Committed {
     batch: Vec<Command>,
-    outcomes: Outcomes,
+    writes: DeliveryWrites,
     result: Result<Vec<Accepted>, Arc<StoreError>>,
 }
 
@@ -688,7 +688,7 @@ fn sync_and_answer(
         let mut wake = false;
         for Committed {
             mut batch,
-            outcomes,
+            writes,
             result,
         } in done
         {
@@ -697,7 +697,7 @@ fn sync_and_answer(
                 (Err(e), Ok(_)) => Err(e.clone()),
                 (Err(_), Err(e)) => Err(e),
             };
-            outcomes.answer(result.as_ref().map(|_| ()).map_err(Arc::clone));
+            writes.answer(result.as_ref().map(|_| ()).map_err(Arc::clone));
             wake |= answer(&mut batch, result);
         }
         if wake {
@@ -709,13 +709,13 @@ fn sync_and_answer(
 /// A batch's delivery writes (outcomes and published bodies), and who waits for each
 /// to be durable.
 #[derive(Default)]
-struct Outcomes {
+struct DeliveryWrites {
     records: Vec<(Attempt, AttemptOutcome)>,
     payloads: Vec<(i64, String)>,
     waiting: Vec<oneshot::Sender<Result<(), Arc<StoreError>>>>,
 }
 
-impl Outcomes {
+impl DeliveryWrites {
     fn is_empty(&self) -> bool {
         self.waiting.is_empty()
     }
@@ -723,7 +723,7 @@ impl Outcomes {
     fn answer(self, result: Result<(), impl Into<Arc<StoreError>>>) {
         let result = result.map_err(Into::into);
         if let Err(e) = &result {
-            tracing::error!(error = %e, outcomes = self.waiting.len(), "could not record delivery outcomes; those deliveries will be sent again");
+            tracing::error!(error = %e, outcomes = self.waiting.len(), "could not record delivery outcomes or published bodies; those deliveries will be sent again");
         }
         for done in self.waiting {
             let _ = done.send(result.clone());
@@ -732,22 +732,22 @@ impl Outcomes {
 }
 
 /// Sorts a batch's jobs into events and delivery writes, each in arrival order.
-fn split(jobs: &mut Vec<Job>, events: &mut Vec<Command>) -> Outcomes {
-    let mut outcomes = Outcomes::default();
+fn split(jobs: &mut Vec<Job>, events: &mut Vec<Command>) -> DeliveryWrites {
+    let mut writes = DeliveryWrites::default();
     for job in jobs.drain(..) {
         match job {
             Job::Event(cmd) => events.push(cmd),
             Job::Outcome(o) => {
-                outcomes.records.push((o.attempt, o.outcome));
-                outcomes.waiting.push(o.done);
+                writes.records.push((o.attempt, o.outcome));
+                writes.waiting.push(o.done);
             }
             Job::Payload(p) => {
-                outcomes.payloads.push((p.outbox_id, p.payload));
-                outcomes.waiting.push(p.done);
+                writes.payloads.push((p.outbox_id, p.payload));
+                writes.waiting.push(p.done);
             }
         }
     }
-    outcomes
+    writes
 }
 
 /// The output of a future that never waits, as [`store::SqliteBatch`]'s statements.
@@ -941,7 +941,7 @@ mod tests {
             .commit_on(
                 &mut conn,
                 &batch,
-                &Outcomes::default(),
+                &DeliveryWrites::default(),
                 &SyncHorizon::default(),
             )
             .unwrap();
@@ -951,7 +951,7 @@ mod tests {
             .commit_on(
                 &mut conn,
                 &batch,
-                &Outcomes::default(),
+                &DeliveryWrites::default(),
                 &SyncHorizon::default(),
             )
             .unwrap();
@@ -1009,7 +1009,7 @@ mod tests {
                 own.commit_on(
                     &mut conn,
                     &one,
-                    &Outcomes::default(),
+                    &DeliveryWrites::default(),
                     &SyncHorizon::default(),
                 )
                 .unwrap(),
@@ -1031,7 +1031,7 @@ mod tests {
         own.commit_on(
             &mut conn,
             &[egress],
-            &Outcomes::default(),
+            &DeliveryWrites::default(),
             &SyncHorizon::default(),
         )
         .unwrap();
@@ -1053,7 +1053,7 @@ mod tests {
         own.commit_on(
             &mut conn,
             &[joined],
-            &Outcomes::default(),
+            &DeliveryWrites::default(),
             &SyncHorizon::default(),
         )
         .unwrap();
@@ -1085,9 +1085,9 @@ mod tests {
         let failed = own.commit_on(
             &mut conn,
             &[left],
-            &Outcomes {
+            &DeliveryWrites {
                 records: vec![(bad, AttemptOutcome::Delivered)],
-                ..Outcomes::default()
+                ..DeliveryWrites::default()
             },
             &SyncHorizon::default(),
         );
@@ -1101,7 +1101,7 @@ mod tests {
         own.commit_on(
             &mut conn,
             &[again, egress],
-            &Outcomes::default(),
+            &DeliveryWrites::default(),
             &SyncHorizon::default(),
         )
         .unwrap();
@@ -1431,7 +1431,7 @@ mod tests {
         w.commit_on(
             &mut conn,
             &calls(0, 200),
-            &Outcomes::default(),
+            &DeliveryWrites::default(),
             &SyncHorizon::default(),
         )
         .unwrap();
@@ -1446,7 +1446,7 @@ mod tests {
         w.commit_on(
             &mut conn,
             &calls(200, 1),
-            &Outcomes::default(),
+            &DeliveryWrites::default(),
             &SyncHorizon::default(),
         )
         .unwrap();
