@@ -183,13 +183,14 @@ impl Ingestor {
         attempt: Attempt,
         outcome: AttemptOutcome,
     ) -> Result<(), IngestError> {
-        let (done, committed) = oneshot::channel();
-        let job = Job::Outcome(Outcome {
-            attempt,
-            outcome,
-            done,
-        });
-        self.ask(job, committed).await
+        self.write_for_delivery(|done| {
+            Job::Outcome(Outcome {
+                attempt,
+                outcome,
+                done,
+            })
+        })
+        .await
     }
 
     /// Stores a published body in the writer's next transaction; returns once that is
@@ -197,13 +198,24 @@ impl Ingestor {
     /// file it held the one write lock: measured on the ingest bench, the writer's
     /// `BEGIN IMMEDIATE` waited for it hundreds of times a second during a burst.
     pub async fn set_payload(&self, outbox_id: i64, payload: String) -> Result<(), IngestError> {
+        self.write_for_delivery(|done| {
+            Job::Payload(Payload {
+                outbox_id,
+                payload,
+                done,
+            })
+        })
+        .await
+    }
+
+    /// Queues one of delivery's writes, made by `job` around the sender that answers
+    /// it, and waits until it is durable.
+    async fn write_for_delivery(
+        &self,
+        job: impl FnOnce(oneshot::Sender<Result<(), Arc<StoreError>>>) -> Job,
+    ) -> Result<(), IngestError> {
         let (done, committed) = oneshot::channel();
-        let job = Job::Payload(Payload {
-            outbox_id,
-            payload,
-            done,
-        });
-        self.ask(job, committed).await
+        self.ask(job(done), committed).await
     }
 
     /// Commits `event` and everything it causes; returns once that is durable.
