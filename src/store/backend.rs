@@ -263,9 +263,14 @@ async fn open_sqlite(url: &str) -> Result<(SqlitePool, Option<std::fs::File>), S
         .after_connect(|conn, _| {
             Box::pin(async move {
                 let mut handle = conn.lock_handle().await?;
+                let db = handle.as_raw_handle().as_ptr();
                 // SAFETY: the handle is open, and locked for this task alone.
-                unsafe { super::busy::install(handle.as_raw_handle().as_ptr()) }.map_err(|rc| {
+                unsafe { super::busy::install(db) }.map_err(|rc| {
                     sqlx::Error::Protocol(format!("sqlite3_busy_handler failed: {rc}"))
+                })?;
+                // SAFETY: as above.
+                unsafe { super::plans::install(db) }.map_err(|rc| {
+                    sqlx::Error::Protocol(format!("SQLITE_DBCONFIG_ENABLE_QPSG failed: {rc}"))
                 })
             })
         })

@@ -12,6 +12,7 @@ mod checkpoint;
 mod observe;
 mod operator;
 mod outbox;
+mod plans;
 mod prune;
 mod sqlite_writer;
 mod vacuum;

@@ -18,6 +18,7 @@ use std::{
 
 use rusqlite::{
     Connection, OptionalExtension, Transaction, TransactionBehavior,
+    config::DbConfig,
     hooks::Wal,
     params,
     types::{ToSqlOutput, ValueRef},
@@ -52,6 +53,8 @@ impl Store {
         };
         let conn = Connection::open(&file)?;
         conn.busy_handler(Some(super::busy::wait))?;
+        // Each statement planned once, not at every run (`plans.rs`).
+        conn.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)?;
         // The pool's settings (`backend::open_sqlite`), which are per connection:
         // foreign keys checked, checkpoints left to their own task. Commits do not
         // sync (NORMAL): the writer's `WalSync` fsyncs the WAL after each one, on a
@@ -95,6 +98,14 @@ impl IngestConnection {
     pub(crate) fn busy_timeout_ms(&self) -> i64 {
         self.conn
             .query_row("PRAGMA busy_timeout", [], |r| r.get(0))
+            .unwrap()
+    }
+
+    /// Whether the connection has the query planner stability guarantee (`plans.rs`).
+    #[cfg(test)]
+    pub(crate) fn plans_by_bound_values_never(&self) -> bool {
+        self.conn
+            .db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG)
             .unwrap()
     }
 
