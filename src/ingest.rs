@@ -1214,6 +1214,72 @@ mod tests {
         handle.await.unwrap();
     }
 
+    /// The delivery worker's path for a published body on a SQLite file: through the
+    /// writer (under its fsync), answered only once synced, so a retry after a power
+    /// loss sends the bytes the first attempt sent. Written through the pool instead, it
+    /// would be answered with the writer's sync never called.
+    #[tokio::test]
+    async fn a_published_body_is_answered_only_after_the_writers_wal_sync() {
+        let (w, _dir) = writer().await;
+        let store = w.store.clone();
+        // Each sync counts itself, then waits for the test to let it through.
+        let (release, gate) = std::sync::mpsc::channel::<()>();
+        let gate = std::sync::Mutex::new(gate);
+        let syncs = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let sync = WalSync::with({
+            let syncs = syncs.clone();
+            move || {
+                syncs.fetch_add(1, Ordering::SeqCst);
+                let _ = gate.lock().unwrap().recv();
+                Ok(())
+            }
+        });
+        let (ingestor, writer) = ingestor_with_sync(w, sync);
+        // room_started, the caller, the agent (call_started queued), one sync each.
+        let all = events();
+        for body in [&all[0], &all[2], &all[3]] {
+            let answer = send_event(&ingestor.jobs, body.clone()).await;
+            release.send(()).unwrap();
+            assert!(matches!(
+                answer.await.unwrap(),
+                Ok(Accepted::Applied { .. })
+            ));
+        }
+        let (outbox_id,): (i64,) =
+            sqlx::query_as("SELECT id FROM outbox WHERE event_type = 'call_started'")
+                .fetch_one(store.sqlite())
+                .await
+                .unwrap();
+        let before = syncs.load(Ordering::SeqCst);
+
+        let recorder = crate::delivery::recorder::Recorder::start(store.clone(), &ingestor);
+        let published = r#"{"event":"call_finalized","recording_url":"https://r.example/b"}"#;
+        let mut stored =
+            tokio::spawn(
+                async move { recorder.set_payload(outbox_id, published.to_string()).await },
+            );
+        let sync_called = async {
+            while syncs.load(Ordering::SeqCst) == before {
+                tokio::task::yield_now().await;
+            }
+        };
+        tokio::select! {
+            done = &mut stored => panic!("answered without the writer's sync: {done:?}"),
+            () = sync_called => {}
+        }
+        assert!(!stored.is_finished(), "answered before its sync returned");
+        let (payload,): (String,) = sqlx::query_as("SELECT payload FROM outbox WHERE id = $1")
+            .bind(outbox_id)
+            .fetch_one(store.sqlite())
+            .await
+            .unwrap();
+        assert_eq!(payload, published, "the sync held covers the body's commit");
+        release.send(()).unwrap();
+        stored.await.unwrap().unwrap();
+        drop((ingestor, release));
+        writer.join().unwrap();
+    }
+
     /// Starts the SQLite writer with `sync` as its WAL sync; submits `bodies`, each as
     /// its own job, and returns their answers.
     async fn submit_with_sync(
