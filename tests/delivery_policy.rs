@@ -182,6 +182,58 @@ async fn a_slow_endpoint_does_not_delay_another_workflow() {
     );
 }
 
+/// A backlog of several outbox windows, as after an endpoint outage: every event is
+/// sent, each once, although each window is read while rows of the one before are
+/// still in flight or having their outcome committed.
+#[tokio::test]
+async fn a_backlog_of_several_windows_is_sent_once_each() {
+    const CALLS: u32 = 200;
+    // The endpoint's four slots are held while the backlog queues behind them.
+    let gates: Vec<Arc<Notify>> = (0..4).map(|_| Arc::new(Notify::new())).collect();
+    let mut receiver =
+        Receiver::start_scripted(gates.iter().map(|g| Reply::status(200).until(g)).collect()).await;
+    let mut config = TestConfig::new(&receiver.url("/hooks/voicekit"));
+    // Held requests must not time out (and be retried) while the backlog is posted.
+    config.timeout_secs = 60.0;
+    let daemon = Daemon::start(&config.toml()).await;
+    for n in 0..CALLS {
+        call(&daemon, &room(1000 + n), false).await;
+    }
+    for _ in 0..4 {
+        receiver.next(WAIT).await;
+    }
+    for gate in &gates {
+        gate.notify_one();
+    }
+    poll::eventually(WAIT, "every call_started to arrive", async || {
+        receiver.count() >= CALLS as usize
+    })
+    .await;
+    let deliveries = poll::wait_for(WAIT, "the outbox to drain", async || {
+        let (status, body) = api_get(&daemon, "/api/deliveries?limit=10000").await;
+        assert_eq!(status, 200, "{body}");
+        let all = body["deliveries"].as_array()?.clone();
+        all.iter()
+            .all(|d| d["status"] == "delivered")
+            .then_some(all)
+    })
+    .await;
+    assert_eq!(deliveries.len(), CALLS as usize);
+    let resent: Vec<&serde_json::Value> =
+        deliveries.iter().filter(|d| d["attempts"] != 1).collect();
+    assert!(resent.is_empty(), "sent more than once: {resent:?}");
+    // Every outcome is recorded: nothing more can be on its way.
+    let mut ids: Vec<String> = receiver
+        .received()
+        .iter()
+        .map(|r| r.header("webhook-id").expect("webhook-id").to_owned())
+        .collect();
+    assert_eq!(ids.len(), CALLS as usize, "requests beyond one per event");
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), CALLS as usize, "an event was sent twice");
+}
+
 #[tokio::test]
 async fn a_redirect_is_a_failure_and_is_not_followed() {
     let mut receiver = Receiver::start().await;
