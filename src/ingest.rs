@@ -1222,18 +1222,7 @@ mod tests {
     async fn a_published_body_is_answered_only_after_the_writers_wal_sync() {
         let (w, _dir) = writer().await;
         let store = w.store.clone();
-        // Each sync counts itself, then waits for the test to let it through.
-        let (release, gate) = std::sync::mpsc::channel::<()>();
-        let gate = std::sync::Mutex::new(gate);
-        let syncs = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let sync = WalSync::with({
-            let syncs = syncs.clone();
-            move || {
-                syncs.fetch_add(1, Ordering::SeqCst);
-                let _ = gate.lock().unwrap().recv();
-                Ok(())
-            }
-        });
+        let (release, syncs, sync) = gated_sync();
         let (ingestor, writer) = ingestor_with_sync(w, sync);
         // room_started, the caller, the agent (call_started queued), one sync each.
         let all = events();
@@ -1278,6 +1267,25 @@ mod tests {
         stored.await.unwrap().unwrap();
         drop((ingestor, release));
         writer.join().unwrap();
+    }
+
+    /// A WAL sync that counts its calls, and lets each through only when the test sends
+    /// on the first channel.
+    fn gated_sync() -> (
+        std::sync::mpsc::Sender<()>,
+        Arc<std::sync::atomic::AtomicUsize>,
+        WalSync,
+    ) {
+        let (release, gate) = std::sync::mpsc::channel::<()>();
+        let gate = std::sync::Mutex::new(gate);
+        let syncs = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = syncs.clone();
+        let sync = WalSync::with(move || {
+            counted.fetch_add(1, Ordering::SeqCst);
+            let _ = gate.lock().unwrap().recv();
+            Ok(())
+        });
+        (release, syncs, sync)
     }
 
     /// Starts the SQLite writer with `sync` as its WAL sync; submits `bodies`, each as
@@ -1407,13 +1415,7 @@ mod tests {
     async fn webhooks_are_answered_and_delivered_only_after_the_wal_sync() {
         let (w, _dir) = writer().await;
         let store = w.store.clone();
-        // Each sync waits for the test to let it through.
-        let (release, gate) = std::sync::mpsc::channel::<()>();
-        let gate = std::sync::Mutex::new(gate);
-        let sync = WalSync::with(move || {
-            let _ = gate.lock().unwrap().recv();
-            Ok(())
-        });
+        let (release, _, sync) = gated_sync();
         let all = events();
         // room_started, the caller, the agent: the agent's join queues call_started.
         let (tx, writer, mut answers) =
