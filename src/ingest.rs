@@ -1269,6 +1269,24 @@ mod tests {
         writer.join().unwrap();
     }
 
+    /// The writer's statements, cached on its connection and bound anew for every
+    /// event, are compiled once (`store/plans.rs`).
+    #[tokio::test]
+    async fn the_writers_statements_are_compiled_once_not_at_every_batch() {
+        let (w, _dir) = writer().await;
+        let mut conn = w.store.ingest_connection().unwrap().unwrap();
+        for body in events() {
+            w.commit_on(
+                &mut conn,
+                &[command(body)],
+                &DeliveryWrites::default(),
+                &SyncHorizon::default(),
+            )
+            .unwrap();
+        }
+        assert_eq!(conn.reprepares(), 0);
+    }
+
     /// A WAL sync that counts its calls, and lets each through only when the test sends
     /// on the first channel.
     fn gated_sync() -> (

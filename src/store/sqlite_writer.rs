@@ -18,7 +18,6 @@ use std::{
 
 use rusqlite::{
     Connection, OptionalExtension, Transaction, TransactionBehavior,
-    config::DbConfig,
     hooks::Wal,
     params,
     types::{ToSqlOutput, ValueRef},
@@ -53,8 +52,6 @@ impl Store {
         };
         let conn = Connection::open(&file)?;
         conn.busy_handler(Some(super::busy::wait))?;
-        // Each statement planned once, not at every run (`plans.rs`).
-        conn.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)?;
         // The pool's settings (`backend::open_sqlite`), which are per connection:
         // foreign keys checked, checkpoints left to their own task. Commits do not
         // sync (NORMAL): the writer's `WalSync` fsyncs the WAL after each one, on a
@@ -101,12 +98,12 @@ impl IngestConnection {
             .unwrap()
     }
 
-    /// Whether the connection has the query planner stability guarantee (`plans.rs`).
+    /// How many times this connection's cached statements were compiled again
+    /// (`plans.rs`).
     #[cfg(test)]
-    pub(crate) fn plans_by_bound_values_never(&self) -> bool {
-        self.conn
-            .db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG)
-            .unwrap()
+    pub(crate) fn reprepares(&self) -> i64 {
+        // SAFETY: the handle is this connection's, open, and used by this thread alone.
+        unsafe { super::plans::reprepares(self.conn.handle(), "") }
     }
 
     /// The WAL's length in frames (pages) after this connection's last commit.
