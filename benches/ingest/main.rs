@@ -7,6 +7,10 @@
 //! 1. baseline: the load below against a bare axum route (this binary, re-run with
 //!    `--baseline-server`): reads the body, answers 200, nothing else; once, since it
 //!    has no store;
+//!    ceiling: the same load against two more servers of this binary (`ceiling.rs`):
+//!    the daemon's token check and body parse with nothing stored, and the same with
+//!    a group-committed, `fdatasync`ed append to a file; their ratios to the baseline
+//!    bound what any durable bridge reaches on the machine of the run;
 //! 2. ingest: pre-signed, distinct, realistic webhooks (whole calls: room, SIP caller,
 //!    agent, egress) from many keep-alive connections for a fixed time; accepted/s,
 //!    p50/p99, and the ratio to the baseline;
@@ -25,7 +29,7 @@
 //! database, so each phase starts empty.
 //!
 //! Prints a table (a store column; one block of rows per store) and writes JSON (default
-//! `bench-results/latest.json`): `results.baseline`, then SQLite's `results.ingest`,
+//! `bench-results/latest.json`): `results.baseline`, `results.ceiling`, then SQLite's `results.ingest`,
 //! `.e2e`, `.memory`, `.delivery`, and the same keys under `results.postgres` with the
 //! server's version and durability settings in `results.postgres.server`. Every flag has
 //! an environment variable (`--help`). Run without `--bench` (as `cargo test
@@ -35,6 +39,7 @@
 //! they were skipped), while a real run fails when PostgreSQL is asked for and absent.
 
 mod calls;
+mod ceiling;
 mod load;
 mod pg;
 mod procs;
@@ -51,6 +56,7 @@ use clap::{Parser, ValueEnum};
 use serde_json::{Map, Value, json};
 
 use calls::{CALL_START, Emits, FULL_CALL};
+use ceiling::{CEILING_READY, Ceiling};
 use load::{Mode, Target, percentiles};
 use procs::{CpuMeter, CpuUse, Proc, RssSampler};
 use receiver::Receiver;
@@ -106,7 +112,7 @@ struct Args {
     #[arg(
         long,
         env = "BENCH_PHASES",
-        default_value = "baseline,ingest,e2e,memory",
+        default_value = "baseline,ceiling,ingest,e2e,memory",
         value_delimiter = ','
     )]
     phases: Vec<String>,
@@ -148,12 +154,18 @@ struct Args {
     /// Internal: be the bare axum baseline server.
     #[arg(long, hide = true)]
     baseline_server: bool,
+    /// Internal: be a ceiling server (`ceiling.rs`).
+    #[arg(long, hide = true, value_enum)]
+    ceiling_server: Option<Ceiling>,
 }
 
 fn main() -> anyhow::Result<()> {
     let mut args = Args::parse();
     if args.baseline_server {
         return baseline_server();
+    }
+    if let Some(ceiling) = args.ceiling_server {
+        return ceiling::serve(ceiling);
     }
     if !args.bench {
         // `cargo test --all-targets`: the same phases, tiny, against the debug daemon.
@@ -413,6 +425,9 @@ async fn bench(args: Args) -> anyhow::Result<()> {
     if ctx.run("baseline") {
         baseline(&mut ctx, &mut table, &mut out).await?;
     }
+    if ctx.run("ceiling") {
+        ceilings(&ctx, &mut table, &mut out).await?;
+    }
 
     let args = &ctx.args;
     let mut settings = json!({
@@ -523,11 +538,14 @@ async fn postgres(ctx: &Ctx) -> anyhow::Result<pg::Server> {
     Ok(server)
 }
 
-async fn baseline(
-    ctx: &mut Ctx,
-    table: &mut Table,
-    out: &mut Map<String, Value>,
-) -> anyhow::Result<()> {
+/// The baseline's load, a closed loop that cycles through a few pre-signed webhooks per
+/// connection, against this bench binary re-run with `server_args`.
+async fn bench_server(
+    ctx: &Ctx,
+    name: &str,
+    server_args: &[&str],
+    ready: &str,
+) -> anyhow::Result<(load::Report, CpuUse)> {
     let args = &ctx.args;
     let queues = calls::queues(
         "b",
@@ -537,14 +555,9 @@ async fn baseline(
         ctx.ttl,
     );
     let exe = std::env::current_exe()?;
-    let proc = Proc::start(
-        "baseline",
-        &exe,
-        &["--baseline-server"],
-        &ctx.tmp,
-        BASELINE_READY,
-    )
-    .await?;
+    let dir = ctx.tmp.join(name);
+    std::fs::create_dir_all(&dir)?;
+    let proc = Proc::start(name, &exe, server_args, &dir, ready).await?;
     let target = Target {
         addr: proc.addr,
         path: WEBHOOK_PATH.into(),
@@ -561,7 +574,22 @@ async fn baseline(
     .await?;
     let cpu = meter.stop();
     proc.stop().await;
-    note_others("baseline", &cpu, r.elapsed);
+    note_others(name, &cpu, r.elapsed);
+    if ctx.smoke && r.counts.accepted == 0 {
+        bail!(
+            "smoke: the {name} server answered nothing: {:?}",
+            r.first_error
+        );
+    }
+    Ok((r, cpu))
+}
+
+async fn baseline(
+    ctx: &mut Ctx,
+    table: &mut Table,
+    out: &mut Map<String, Value>,
+) -> anyhow::Result<()> {
+    let (r, cpu) = bench_server(ctx, "baseline", &["--baseline-server"], BASELINE_READY).await?;
     let rate = r.accepted_per_sec();
     let lat = percentiles(r.latencies_us);
     println!("  baseline: {rate:.0} requests/s");
@@ -581,10 +609,49 @@ async fn baseline(
             "cpu_secs": cpu,
         }),
     );
-    if ctx.smoke && r.counts.accepted == 0 {
-        bail!("smoke: the baseline answered nothing: {:?}", r.first_error);
-    }
     ctx.baseline_rate = Some(rate);
+    Ok(())
+}
+
+/// The ceilings of `ceiling.rs` under the baseline's load, as ratios to the baseline:
+/// what the ingest / baseline target is read against on the machine of the run.
+async fn ceilings(
+    ctx: &Ctx,
+    table: &mut Table,
+    out: &mut Map<String, Value>,
+) -> anyhow::Result<()> {
+    let mut results = Map::new();
+    for ceiling in Ceiling::ALL {
+        let name = format!("ceiling-{}", ceiling.key());
+        let (r, cpu) = bench_server(
+            ctx,
+            &name,
+            &["--ceiling-server", ceiling.key()],
+            CEILING_READY,
+        )
+        .await?;
+        let rate = r.accepted_per_sec();
+        let ratio = ctx.baseline_rate.map(|b| rate / b);
+        let lat = percentiles(r.latencies_us);
+        println!("  {name}: {rate:.0} webhooks/s");
+        table.with_target(
+            format!("ceiling: {} / baseline", ceiling.describe()),
+            match ratio {
+                Some(ratio) => format!("{ratio:.2} ({rate:.0}/s)"),
+                None => format!("{rate:.0}/s"),
+            },
+            "(ingest's ceiling)",
+        );
+        results.insert(
+            ceiling.key().into(),
+            json!({
+                "webhooks_per_sec": rate, "ratio_to_baseline": ratio,
+                "ok": r.counts.accepted, "failed": r.counts.failed,
+                "elapsed_secs": r.elapsed.as_secs_f64(), "latency": lat, "cpu_secs": cpu,
+            }),
+        );
+    }
+    out.insert("ceiling".into(), Value::Object(results));
     Ok(())
 }
 
