@@ -37,6 +37,7 @@ use voicekit_bridge::{
 use crate::{
     WEBHOOK_PATH,
     calls::{API_KEY, API_SECRET},
+    serve_until_killed,
 };
 
 pub const CEILING_READY: &str = "ceiling listening on ";
@@ -87,7 +88,7 @@ pub fn logged(path: &std::path::Path) -> io::Result<usize> {
 }
 
 /// A body to append, and who to tell once it is durable.
-type Append = (Bytes, oneshot::Sender<io::Result<()>>);
+type Append = (Bytes, oneshot::Sender<Result<(), io::ErrorKind>>);
 
 struct Server {
     verifier: WebhookVerifier,
@@ -105,20 +106,12 @@ pub fn serve(ceiling: Ceiling) -> anyhow::Result<()> {
         Ceiling::Append => Some(start_log()?),
     };
     let server = Arc::new(Server { verifier, log });
-    let runtime = tokio::runtime::Runtime::new()?;
-    runtime.block_on(async {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        println!("{CEILING_READY}{}", listener.local_addr()?);
-        let app = Router::new()
+    serve_until_killed(
+        CEILING_READY,
+        Router::new()
             .route(WEBHOOK_PATH, post(receive))
-            .with_state(server);
-        // The bench kills it; the sleep is only a backstop so it can never linger.
-        tokio::select! {
-            r = axum::serve(listener, app) => r?,
-            _ = tokio::time::sleep(std::time::Duration::from_secs(3600)) => {}
-        }
-        anyhow::Ok(())
-    })
+            .with_state(server),
+    )
 }
 
 async fn receive(
@@ -167,10 +160,7 @@ fn start_log() -> io::Result<mpsc::Sender<Append>> {
                 let result = file.write_all(&buf).and_then(|()| file.sync_data());
                 buf.clear();
                 for done in waiting.drain(..) {
-                    let _ = done.send(match &result {
-                        Ok(()) => Ok(()),
-                        Err(e) => Err(io::Error::new(e.kind(), e.to_string())),
-                    });
+                    let _ = done.send(result.as_ref().map(|_| ()).map_err(io::Error::kind));
                 }
             }
         })?;

@@ -106,6 +106,12 @@ impl Conn {
     }
 }
 
+/// Posts one webhook on a connection of its own; its answer's status.
+pub async fn post_one(target: &Target, w: &Signed) -> anyhow::Result<StatusCode> {
+    let mut conn = Conn::open(target.addr).await?;
+    Ok(conn.post(&target.path, w).await?.0)
+}
+
 /// How the daemon's answer counts.
 fn classify(counts: &mut Counts, answer: &anyhow::Result<(StatusCode, Bytes)>) {
     let contains = |b: &Bytes, needle: &[u8]| b.windows(needle.len()).any(|w| w == needle);

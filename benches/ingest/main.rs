@@ -185,15 +185,23 @@ fn main() -> anyhow::Result<()> {
 /// The bare axum route of the baseline: reads the body, answers like the daemon does.
 fn baseline_server() -> anyhow::Result<()> {
     use axum::{Json, Router, body::Bytes, routing::post};
+    serve_until_killed(
+        BASELINE_READY,
+        Router::new().route(
+            WEBHOOK_PATH,
+            post(|_body: Bytes| async { Json(json!({ "status": "accepted" })) }),
+        ),
+    )
+}
+
+/// Serves `app` on a loopback port of its own, printed after `ready` for the bench
+/// (`Proc::start`), until the bench kills this process.
+fn serve_until_killed(ready: &str, app: axum::Router) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        println!("{BASELINE_READY}{}", listener.local_addr()?);
-        let app = Router::new().route(
-            WEBHOOK_PATH,
-            post(|_body: Bytes| async { Json(json!({ "status": "accepted" })) }),
-        );
-        // The bench kills it; the sleep is only a backstop so it can never linger.
+        println!("{ready}{}", listener.local_addr()?);
+        // The sleep is only a backstop so it can never linger.
         tokio::select! {
             r = axum::serve(listener, app) => r?,
             _ = tokio::time::sleep(Duration::from_secs(3600)) => {}
@@ -545,6 +553,7 @@ async fn bench_server(
     name: &str,
     server_args: &[&str],
     ready: &str,
+    checks_tokens: bool,
 ) -> anyhow::Result<(load::Report, CpuUse, PathBuf)> {
     let args = &ctx.args;
     let queues = calls::queues(
@@ -573,6 +582,15 @@ async fn bench_server(
     )
     .await?;
     let cpu = meter.stop();
+    if ctx.smoke && checks_tokens {
+        // A server that skipped the check would be measured doing less than the daemon.
+        let mut tampered = calls::queues("t", 1, 1, FULL_CALL, ctx.ttl)[0][0].clone();
+        tampered.body = format!("{} ", String::from_utf8_lossy(&tampered.body)).into();
+        let status = load::post_one(&target, &tampered).await?;
+        if status != hyper::StatusCode::UNAUTHORIZED {
+            bail!("smoke: the {name} server answered a tampered body with {status}, not 401");
+        }
+    }
     proc.stop().await;
     note_others(name, &cpu, r.elapsed);
     // Every webhook is signed with the daemon's key and well formed: each is accepted.
@@ -592,7 +610,14 @@ async fn baseline(
     table: &mut Table,
     out: &mut Map<String, Value>,
 ) -> anyhow::Result<()> {
-    let (r, cpu, _) = bench_server(ctx, "baseline", &["--baseline-server"], BASELINE_READY).await?;
+    let (r, cpu, _) = bench_server(
+        ctx,
+        "baseline",
+        &["--baseline-server"],
+        BASELINE_READY,
+        false,
+    )
+    .await?;
     let rate = r.accepted_per_sec();
     let lat = percentiles(r.latencies_us);
     println!("  baseline: {rate:.0} requests/s");
@@ -631,6 +656,7 @@ async fn ceilings(
             &name,
             &["--ceiling-server", ceiling.key()],
             CEILING_READY,
+            true,
         )
         .await?;
         if ctx.smoke && ceiling == Ceiling::Append {
