@@ -318,18 +318,9 @@ struct RawWorkflow {
     signing_secrets: Option<Vec<String>>,
 }
 
-/// A VoiceKit workflow: where its calls' events go and which rooms belong to it.
-#[derive(Debug, Clone)]
-pub struct Workflow {
-    pub id: i64,
-    pub slug: String,
-    pub organization_id: i64,
-    pub events_webhook_url: String,
-    pub call_started_hook: Option<String>,
-    pub room_pattern: Option<Regex>,
-    /// Standard Webhooks keys; every delivery is signed with each (empty: unsigned).
-    pub signing_keys: Vec<SigningKey>,
-}
+/// A workflow is part of the domain (`crate::call::workflow`); the configuration
+/// builds them.
+pub use crate::call::workflow::Workflow;
 
 /// The workflows in force; swapped whole when the configuration is reloaded.
 pub type SharedWorkflows = std::sync::Arc<arc_swap::ArcSwap<Vec<Workflow>>>;

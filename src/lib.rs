@@ -91,8 +91,10 @@ pub async fn run_with(config: Config, options: RunOptions) -> anyhow::Result<()>
         )
     });
     let ops_store = store.clone();
-    let (ingestor, writer) = Ingestor::start(store.clone(), workflows.clone(), wake.clone())
-        .context("opening the ingest writer's store connection")?;
+    let (store_writer, writer) = store
+        .start_writer(workflows.clone(), wake.clone())
+        .context("starting the store's writer")?;
+    let ingestor = Ingestor::new(store_writer.clone());
     let recordings = Recordings::new(config.recordings.clone()).await;
     let livekit = LiveKitApi::new(config.livekit.url.clone(), config.livekit.keys[0].clone());
     let operator = Arc::new(OperatorState {
@@ -114,7 +116,7 @@ pub async fn run_with(config: Config, options: RunOptions) -> anyhow::Result<()>
         &config.delivery,
         workflows,
         wake,
-        &ingestor,
+        store_writer,
     )
     .context("building the HTTP client for deliveries")?;
 
@@ -206,10 +208,11 @@ pub async fn run_with(config: Config, options: RunOptions) -> anyhow::Result<()>
             Some(served) => served,
             None => server.await,
         };
-        // The router (and with it the last Ingestor handle) is gone: the writer drains and stops.
+        // The router, the repairs and the worker hold the last writer handles: once they
+        // are gone, the writer drains and stops.
         let _ = repairs.await;
-        let _ = writer.await;
         let _ = delivery.await;
+        let _ = writer.await;
         served
     })
     .await;

@@ -9,3 +9,4 @@ pub mod workflow;
 
 pub use machine::{CallState, Transition};
 pub use voicekit::{EventKind, VoiceKitEvent};
+pub use workflow::Workflow;

@@ -1,8 +1,23 @@
-//! Which workflow a LiveKit room belongs to, and the call slug its name carries.
+//! VoiceKit workflows: which one a LiveKit room belongs to, the call slug its name
+//! carries, and where the workflow's events go.
 
+use regex::Regex;
 use serde_json::Value;
 
-use crate::config::Workflow;
+use crate::delivery::signing::SigningKey;
+
+/// A VoiceKit workflow: where its calls' events go and which rooms belong to it.
+#[derive(Debug, Clone)]
+pub struct Workflow {
+    pub id: i64,
+    pub slug: String,
+    pub organization_id: i64,
+    pub events_webhook_url: String,
+    pub call_started_hook: Option<String>,
+    pub room_pattern: Option<Regex>,
+    /// Standard Webhooks keys; every delivery is signed with each (empty: unsigned).
+    pub signing_keys: Vec<SigningKey>,
+}
 
 /// A room's place in VoiceKit: its workflow and, when the room name carries one, the slug.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -73,7 +88,6 @@ fn parse_metadata(metadata: &str) -> Option<serde_json::Map<String, Value>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use regex::Regex;
 
     fn workflows() -> Vec<Workflow> {
         let w = |id, slug: &str, pattern: Option<&str>| Workflow {

@@ -2,7 +2,6 @@
 
 pub mod breaker;
 pub mod policy;
-pub mod recorder;
 pub mod signing;
 pub mod worker;
 

@@ -19,18 +19,19 @@ use tokio::{sync::Notify, task::JoinSet};
 use super::{
     breaker::{self, Breakers, Change},
     policy::RetryPolicy,
-    recorder::{RecordError, Recorder},
     signing::{self, SigningKey},
 };
 use crate::{
     call::{machine::RecordingFile, voicekit},
     config::{DeliveryConfig, SharedWorkflows, Workflow},
-    ingest::Ingestor,
     livekit::api::{LiveKitApi, merge_metadata},
     metrics,
     recording::{Published, Recordings},
     shutdown::Shutdown,
-    store::{Attempt, AttemptOutcome, HOOK_EVENT, OutboxRow, Store, StoreError, now_ms},
+    store::{
+        Attempt, AttemptOutcome, HOOK_EVENT, OutboxRow, Store, StoreError, WriteError, Writer,
+        now_ms,
+    },
 };
 
 /// `voicekit-bridge/0.1.0`: lets a customer's logs tell our requests from others.
@@ -78,22 +79,6 @@ impl Window {
 /// at most this long.
 const BUSY_POLL: Duration = Duration::from_millis(20);
 
-/// Longest idle sleep on a shared (PostgreSQL) store.
-const SHARED_POLL: Duration = Duration::from_secs(1);
-
-/// On PostgreSQL, deliveries whose request is over but whose outcome is still being
-/// committed, per slot of `delivery.concurrency`. They hold no connection, so they do
-/// not count against it; but each holds its row, so they are bounded. Counting them as
-/// in flight had capped delivery at `concurrency` / (request + commit): with the
-/// recorder's group commit of a few milliseconds, 3,300 events/s.
-///
-/// On a SQLite file none: there the outcome is committed by the ingest writer, in the
-/// transactions webhooks wait for, and a delivery keeps its slot until its outcome is
-/// durable. Measured on the bench with four per slot there too, the drain during an
-/// ingest burst took the writer's time: ingest 9,800-10,400 webhooks/s against
-/// 10,700-12,400 (three runs each, interleaved).
-const RECORDING_PER_SLOT: usize = 4;
-
 pub struct Worker {
     inner: Arc<Inner>,
     wake: Arc<Notify>,
@@ -109,8 +94,10 @@ struct Inner {
     config: DeliveryConfig,
     breakers: Mutex<Breakers>,
     in_flight: Mutex<InFlight>,
-    recorder: Recorder,
-    /// [`RECORDING_PER_SLOT`], or none where the ingest writer records outcomes.
+    /// Records outcomes and stores published bodies.
+    writer: Writer,
+    /// Deliveries per slot whose outcome may still be committing after their request
+    /// ended (`Writer::outcomes_waiting_per_slot`).
     recording_per_slot: usize,
     /// Woken when a request finishes and frees its endpoint's slot (its outcome may
     /// still be committing).
@@ -140,6 +127,15 @@ struct Target {
     timeout: Duration,
 }
 
+/// Why a delivery's outcome was not recorded (it is then sent again).
+#[derive(Debug, thiserror::Error)]
+enum DeliveryError {
+    #[error("{0}")]
+    Store(#[from] StoreError),
+    #[error("{0}")]
+    Write(#[from] WriteError),
+}
+
 /// Why one attempt did not get a 2xx.
 enum Failure {
     /// The endpoint answered; `retry_after` from 429/503.
@@ -164,7 +160,7 @@ impl Worker {
         config: &DeliveryConfig,
         workflows: SharedWorkflows,
         wake: Arc<Notify>,
-        ingestor: &Ingestor,
+        writer: Writer,
     ) -> Result<Worker, reqwest::Error> {
         let http = reqwest::Client::builder()
             // Standard Webhooks practice: a redirect is not a delivery.
@@ -178,12 +174,8 @@ impl Worker {
         );
         Ok(Worker {
             inner: Arc::new(Inner {
-                recorder: Recorder::start(store.clone(), ingestor),
-                recording_per_slot: if ingestor.takes_outcomes() {
-                    0
-                } else {
-                    RECORDING_PER_SLOT
-                },
+                recording_per_slot: writer.outcomes_waiting_per_slot(),
+                writer,
                 slot_freed: Notify::new(),
                 store,
                 http,
@@ -485,11 +477,10 @@ impl Inner {
         let paused = self.paused_workflows(&self.workflows.load(), now);
         // Other bridges on a shared store queue work this one is not woken for, and
         // leave claims to take over when they die: look again soon.
-        let mut sleep = if self.store.is_shared() {
-            SHARED_POLL
-        } else {
-            IDLE_POLL
-        };
+        let mut sleep = self
+            .store
+            .unannounced_work_within()
+            .map_or(IDLE_POLL, |within| IDLE_POLL.min(within));
         if let Ok(Some(at)) = self.store.next_due_after(now_ms(), &paused).await {
             sleep = sleep.min(Duration::from_millis((at - now_ms()).max(0) as u64));
         }
@@ -507,7 +498,7 @@ impl Inner {
         mut row: OutboxRow,
         target: Option<Target>,
         slot: &str,
-    ) -> Result<(), RecordError> {
+    ) -> Result<(), DeliveryError> {
         let attempted_at = now_ms();
         let started = Instant::now();
         let is_hook = row.event_type == HOOK_EVENT;
@@ -591,7 +582,7 @@ impl Inner {
                 .map_or_else(|| row.workflow_id.to_string(), |w| w.slug.clone());
             metrics::delivery_finished(&slug, metric, started.elapsed().as_secs_f64());
         }
-        self.recorder.record(attempt, outcome).await
+        Ok(self.writer.record(attempt, outcome).await?)
     }
 
     /// Decides what a failed attempt leads to, and logs it once.
@@ -725,8 +716,8 @@ impl Inner {
         };
         let payload = voicekit::with_recording_url(&row.payload, url.as_deref())
             .map_err(|e| format!("stored payload is corrupt: {e}"))?;
-        self.recorder
-            .set_payload(row.id, payload.clone())
+        self.writer
+            .publish(row.id, payload.clone())
             .await
             .map_err(|e| format!("saving the published URL: {e}"))?;
         row.payload = payload;

@@ -3,7 +3,7 @@
 //! reads these at scrape time, so the numbers are the stored truth, not a count kept in
 //! memory that a restart would reset).
 
-use super::{Store, StoreError, backend::on_pool, now_ms};
+use super::{Store, StoreError, now_ms, sql::on_pool};
 use crate::metrics::StoreGauges;
 
 /// Every value `calls.phase` takes, so each is exported even when no call is in it.
@@ -67,7 +67,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_fresh_store_answers_with_nothing_pending() {
-        let (stores, _dir) = crate::store::backend::test_stores().await;
+        let (stores, _dir) = crate::store::test_stores().await;
         for store in stores {
             store.ping().await.unwrap();
             assert_eq!(store.pending_migrations().await.unwrap(), 0);

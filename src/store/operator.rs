@@ -4,7 +4,7 @@
 use serde::Serialize;
 use sqlx::FromRow;
 
-use super::{Store, StoreError, backend::on_pool, now_ms};
+use super::{Store, StoreError, now_ms, sql::on_pool};
 
 #[derive(Debug, Clone, Serialize, FromRow)]
 pub struct CallSummary {

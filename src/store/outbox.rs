@@ -3,9 +3,9 @@
 use sqlx::FromRow;
 
 use super::{
-    Store, StoreError, Tx,
-    backend::{Dialect, in_values, on_pool, on_tx, rows_key_filter, rows_of},
-    now_ms,
+    Backend, Store, StoreError, now_ms,
+    postgres::claims::{self, Claim},
+    sql::{Dialect, Tx, in_values, on_pool, on_tx, rows_key_filter, rows_of},
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -24,19 +24,6 @@ impl DeliveryStatus {
             DeliveryStatus::Failed => "failed",
         }
     }
-}
-
-/// An event to enqueue in the same transaction as the call change that caused it.
-#[derive(Debug, Clone)]
-pub struct NewDelivery<'a> {
-    pub webhook_id: &'a str,
-    pub call_id: i64,
-    pub seq: i64,
-    pub event_type: &'a str,
-    pub workflow_id: i64,
-    pub payload: &'a str,
-    /// JSON of the recording to publish before the first attempt, if any.
-    pub recording: Option<&'a str>,
 }
 
 #[derive(Debug, Clone, FromRow)]
@@ -66,30 +53,10 @@ pub struct Attempt {
     pub response_body: Option<String>,
 }
 
-pub async fn enqueue(tx: &mut Tx, d: &NewDelivery<'_>) -> Result<(), StoreError> {
-    let now = now_ms();
-    on_tx!(tx, c => sqlx::query(
-        "INSERT INTO outbox (webhook_id, call_id, seq, event_type, workflow_id, payload, recording,
-                             next_attempt_at, created_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8)",
-    )
-    .bind(d.webhook_id)
-    .bind(d.call_id)
-    .bind(d.seq)
-    .bind(d.event_type)
-    .bind(d.workflow_id)
-    .bind(d.payload)
-    .bind(d.recording)
-    .bind(now)
-    .execute(&mut *c)
-    .await?.rows_affected());
-    Ok(())
-}
-
 /// The due rows of one workflow, for [`Store::due_for_workflow`] and
 /// [`Store::claim_due`]: $1 the workflow, $2 now, $3 hooks only, $4 [`HOOK_EVENT`], $5 the
 /// limit, $6 this instance, $7 the sync horizon.
-const DUE: &str = "FROM outbox o
+pub(super) const DUE: &str = "FROM outbox o
      WHERE o.workflow_id = $1 AND o.status = 'pending' AND o.next_attempt_at <= $2
        AND o.id < $7
        AND (o.claimed_until IS NULL OR o.claimed_until <= $2 OR o.claimed_by = $6)
@@ -99,7 +66,7 @@ const DUE: &str = "FROM outbox o
                          AND e.status NOT IN ('delivered', 'failed'))
      ORDER BY o.next_attempt_at, o.id LIMIT $5";
 
-const ROW: &str =
+pub(super) const ROW: &str =
     "id, webhook_id, call_id, seq, event_type, workflow_id, payload, recording, status,
                    attempts, next_attempt_at";
 
@@ -108,7 +75,7 @@ pub const HOOK_EVENT: &str = "call_started_hook";
 
 /// A published body replaces the stored one; the recording is then no longer needed.
 /// (SQLite numbers `$1` and `$2` in order of appearance, so rusqlite binds them too.)
-pub(super) const SET_PAYLOAD: &str =
+pub(crate) const SET_PAYLOAD: &str =
     "UPDATE outbox SET payload = $1, recording = NULL WHERE id = $2";
 
 impl Store {
@@ -140,7 +107,7 @@ impl Store {
         // table grew (before the first ANALYZE, or between two) one read took 6-14 ms
         // of 2,000 rows, and the bench's deliveries stalled for a second. Planning
         // costs a fraction of a millisecond and sees the table as it is.
-        let keep_plan = !self.is_shared();
+        let keep_plan = self.dialect() == Dialect::Sqlite;
         Ok(on_pool!(self, p => sqlx::query_as(sqlx::AssertSqlSafe(sql))
             .persistent(keep_plan)
             .bind(workflow_id)
@@ -150,7 +117,7 @@ impl Store {
             .bind(limit)
             .bind(self.instance())
             // Rows of a commit whose fsync is still running wait for it (`wal_sync.rs`).
-            .bind(self.sync_horizon().below())
+            .bind(self.visible_below())
             .fetch_all(p)
             .await?))
     }
@@ -170,52 +137,38 @@ impl Store {
         limit: i64,
         lease_ms: i64,
     ) -> Result<Vec<OutboxRow>, StoreError> {
-        let Some(pool) = self.claims_pool() else {
+        let Backend::Postgres(db) = self.backend() else {
             return self
                 .due_for_workflow(now, workflow_id, hooks_only, limit)
                 .await;
         };
-        let sql = format!(
-            "WITH due AS (SELECT o.id AS due_id {DUE} FOR UPDATE OF o SKIP LOCKED)
-             UPDATE outbox SET claimed_by = $6, claimed_until = $8
-             FROM due WHERE outbox.id = due.due_id
-             RETURNING {ROW}"
-        );
-        // Planned at every read, as `due_for_workflow` is.
-        let mut rows: Vec<OutboxRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
-            .persistent(false)
-            .bind(workflow_id)
-            .bind(now)
-            .bind(i64::from(hooks_only))
-            .bind(HOOK_EVENT)
-            .bind(limit)
-            .bind(self.instance())
-            .bind(self.sync_horizon().below())
-            .bind(now + lease_ms)
-            .fetch_all(pool)
-            .await?;
-        // RETURNING keeps no order.
-        rows.sort_unstable_by_key(|r| (r.next_attempt_at, r.id));
-        Ok(rows)
+        let claim = Claim {
+            now,
+            workflow_id,
+            hooks_only,
+            limit,
+            lease_ms,
+            instance: self.instance(),
+        };
+        claims::claim_due(db, claim).await
     }
 
     /// Gives up this instance's claims on these rows (read but not sent), so other
     /// instances need not wait for the lease.
     pub async fn release(&self, ids: &[i64]) -> Result<(), StoreError> {
-        let Some(pool) = self.claims_pool().filter(|_| !ids.is_empty()) else {
-            return Ok(());
-        };
-        let sql = format!(
-            "UPDATE outbox SET claimed_by = NULL, claimed_until = NULL
-             WHERE {} AND claimed_by = $1 AND status NOT IN ('delivered', 'failed')",
-            in_values(self.dialect(), "id", "$2", true, false)
-        );
-        sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(self.instance())
-            .bind(serde_json::to_string(ids)?)
-            .execute(pool)
-            .await?;
-        Ok(())
+        match self.backend() {
+            Backend::Sqlite(_) => Ok(()),
+            Backend::Postgres(db) => claims::release(db, self.instance(), ids).await,
+        }
+    }
+
+    /// Outbox rows at or above this id may not be durable yet: on SQLite, those of
+    /// commits whose WAL sync is still running (`sqlite/wal_sync.rs`).
+    fn visible_below(&self) -> i64 {
+        match self.backend() {
+            Backend::Sqlite(db) => db.visible_below(),
+            Backend::Postgres(_) => i64::MAX,
+        }
     }
 
     /// When the next pending row of an unpaused workflow falls due after `now`.
@@ -268,7 +221,7 @@ impl Store {
     }
 
     /// Freezes a body once its recording URL is known; retries then send these bytes.
-    pub async fn set_payload(&self, id: i64, payload: &str) -> Result<(), StoreError> {
+    pub(crate) async fn set_payload(&self, id: i64, payload: &str) -> Result<(), StoreError> {
         on_pool!(self, p => sqlx::query(SET_PAYLOAD)
             .bind(payload)
             .bind(id)
@@ -277,24 +230,10 @@ impl Store {
         Ok(())
     }
 
-    /// Stores published bodies, then records attempts (the delivery writes of one
-    /// ingest batch, on a store whose writer does not take them: see
-    /// `Ingestor::takes_outcomes`).
-    pub async fn finish_delivery_writes(
-        &self,
-        payloads: &[(i64, String)],
-        attempts: &[(Attempt, AttemptOutcome)],
-    ) -> Result<(), StoreError> {
-        for (id, payload) in payloads {
-            self.set_payload(*id, payload).await?;
-        }
-        self.finish_attempts(attempts).await
-    }
-
     /// Records attempts and moves each row on (delivered, retried at its time, or
     /// failed), all in one transaction: one fsync for a whole batch of finished
     /// deliveries. Each row's claim ends with its attempt.
-    pub async fn finish_attempts(
+    pub(crate) async fn finish_attempts(
         &self,
         attempts: &[(Attempt, AttemptOutcome)],
     ) -> Result<(), StoreError> {
@@ -327,7 +266,7 @@ async fn record_attempts(
 
 /// The attempts and where they leave their rows, as the JSON array parameter of
 /// [`record_attempts_sql`].
-pub(super) fn attempt_rows(attempts: &[(Attempt, AttemptOutcome)]) -> Result<String, StoreError> {
+pub(crate) fn attempt_rows(attempts: &[(Attempt, AttemptOutcome)]) -> Result<String, StoreError> {
     let now = now_ms();
     let rows: Vec<_> = attempts
         .iter()
@@ -363,7 +302,7 @@ pub(super) fn attempt_rows(attempts: &[(Attempt, AttemptOutcome)]) -> Result<Str
 
 /// Inserts the attempts, then moves their outbox rows on; each takes the rows of
 /// [`attempt_rows`] as its one parameter.
-pub(super) fn record_attempts_sql(dialect: Dialect) -> [String; 2] {
+pub(crate) fn record_attempts_sql(dialect: Dialect) -> [String; 2] {
     let insert = format!(
         "INSERT INTO delivery_attempts (outbox_id, attempted_at, endpoint, status_code,
                                         error, latency_ms, response_body)
@@ -397,27 +336,16 @@ pub enum AttemptOutcome {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{NewCall, backend::test_stores, create_calls};
+    use crate::store::{
+        fixtures::{insert_call, insert_delivery},
+        test_postgres_store, test_sqlite_store, test_stores,
+    };
 
     async fn call_with_two_events(store: &Store) -> (i64, i64) {
-        let mut tx = store.begin().await.unwrap();
-        let call = create_calls(&mut tx, &[NewCall("RM_c", "room", 7, "wf", "slug")])
-            .await
-            .unwrap()["RM_c"];
+        let call = insert_call(store, "RM_c", 7).await;
         for (seq, kind) in [(1, "call_started"), (2, "call_ended")] {
-            let webhook_id = format!("msg_{seq}");
-            let delivery = NewDelivery {
-                webhook_id: &webhook_id,
-                call_id: call,
-                seq,
-                event_type: kind,
-                workflow_id: 7,
-                payload: "{}",
-                recording: None,
-            };
-            enqueue(&mut tx, &delivery).await.unwrap();
+            insert_delivery(store, call, seq, kind, 7).await;
         }
-        tx.commit().await.unwrap();
         let due = store
             .due_for_workflow(now_ms(), 7, false, 10)
             .await
@@ -450,18 +378,20 @@ mod tests {
 
     #[tokio::test]
     async fn a_claimed_row_is_one_instances_until_its_lease_ends() {
-        let (stores, _dir) = test_stores().await;
-        let (sqlite, postgres) = (&stores[0], &stores[1]);
         let claim = async |store: &Store, now: i64| {
             ids(store.claim_due(now, 7, false, 10, 1000).await.unwrap())
         };
 
         // One process owns a SQLite file: every due row is won, nothing is written.
-        let (started, _) = call_with_two_events(sqlite).await;
-        assert_eq!(claim(sqlite, now_ms()).await, [started]);
-        assert_eq!(claim(sqlite, now_ms()).await, [started]);
+        let (sqlite, _dir) = test_sqlite_store().await;
+        let (started, _) = call_with_two_events(&sqlite).await;
+        assert_eq!(claim(&sqlite, now_ms()).await, [started]);
+        assert_eq!(claim(&sqlite, now_ms()).await, [started]);
 
-        let (a, b) = (postgres, postgres.as_another_instance());
+        let Some(postgres) = test_postgres_store(4).await else {
+            return;
+        };
+        let (a, b) = (&postgres, postgres.as_another_instance());
         let (started, ended) = call_with_two_events(a).await;
         let now = now_ms();
         assert_eq!(claim(&b, now).await, [started]);
@@ -495,29 +425,14 @@ mod tests {
 
     #[tokio::test]
     async fn two_instances_reading_at_once_share_the_due_rows_without_overlap() {
-        let (stores, _dir) = test_stores().await;
-        let (a, b) = (stores[1].clone(), stores[1].as_another_instance());
-        let mut tx = a.begin().await.unwrap();
-        let rooms: Vec<String> = (0..40).map(|n| format!("RM_{n}")).collect();
-        let calls: Vec<NewCall> = rooms
-            .iter()
-            .map(|r| NewCall(r, "room", 7, "wf", "s"))
-            .collect();
-        let call_ids = create_calls(&mut tx, &calls).await.unwrap();
-        let hooks: Vec<String> = rooms.iter().map(|r| format!("msg_{r}")).collect();
-        for (room, webhook_id) in rooms.iter().zip(&hooks) {
-            let delivery = NewDelivery {
-                webhook_id,
-                call_id: call_ids[room],
-                seq: 1,
-                event_type: "call_started",
-                workflow_id: 7,
-                payload: "{}",
-                recording: None,
-            };
-            enqueue(&mut tx, &delivery).await.unwrap();
+        let Some(a) = test_postgres_store(4).await else {
+            return;
+        };
+        let b = a.as_another_instance();
+        for n in 0..40 {
+            let call = insert_call(&a, &format!("RM_{n}"), 7).await;
+            insert_delivery(&a, call, 1, "call_started", 7).await;
         }
-        tx.commit().await.unwrap();
         // Twice: the second time each renews its own claims and takes none of the other's.
         for _ in 0..2 {
             let now = now_ms();
@@ -541,10 +456,14 @@ mod tests {
         for store in &stores {
             let (started, _) = call_with_two_events(store).await;
             let body = r#"{"recording_url":"https://r.example/a.ogg"}"#.to_string();
-            store
-                .finish_delivery_writes(&[(started, body.clone())], &[delivered(started)])
-                .await
-                .unwrap();
+            let workflows = crate::ingest::sample::workflows();
+            let wake = std::sync::Arc::new(tokio::sync::Notify::new());
+            let (writer, task) = store.start_writer(workflows, wake).unwrap();
+            writer.publish(started, body.clone()).await.unwrap();
+            let (attempt, outcome) = delivered(started);
+            writer.record(attempt, outcome).await.unwrap();
+            drop(writer);
+            task.await.unwrap();
             let row: (String, Option<String>, String) = on_pool!(store, p => sqlx::query_as(
                 "SELECT payload, recording, status FROM outbox WHERE id = $1")
                 .bind(started)
@@ -604,7 +523,9 @@ mod tests {
         // One connection in each pool, so the checks below see the sessions that ran
         // the reads: the worker's read and claim (`claim_due`, on the claims pool) and
         // the plain read (on the main pool).
-        let store = crate::store::backend::test_postgres_store(1).await;
+        let Some(store) = test_postgres_store(1).await else {
+            return;
+        };
         let (started, _) = call_with_two_events(&store).await;
         for _ in 0..8 {
             store.claim_due(now_ms(), 7, false, 10, 1000).await.unwrap();
@@ -615,9 +536,12 @@ mod tests {
                 .unwrap();
             store.next_due_after(now_ms(), &[]).await.unwrap();
         }
+        let Backend::Postgres(db) = store.backend() else {
+            unreachable!()
+        };
         let pools = [
-            (store.claims_pool().unwrap(), "claimed_by = NULL"),
-            (store.postgres().unwrap(), "MIN(next_attempt_at)"),
+            (db.claims_pool(), "claimed_by = NULL"),
+            (&db.pool, "MIN(next_attempt_at)"),
         ];
         for (pool, also_run_there) in pools {
             let kept: Vec<(String,)> =

@@ -2,7 +2,7 @@
 //! a batch at a time so ingest never waits long behind it. Pending deliveries are never
 //! deleted, however old: nothing accepted is lost to housekeeping.
 
-use super::{Store, StoreError, backend::on_pool};
+use super::{Store, StoreError, sql::on_pool};
 
 /// How many rows of each kind one pass deleted.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -92,8 +92,8 @@ pub async fn keep_pruned(
 mod tests {
     use super::*;
     use crate::store::{
-        backend::{on_pool, on_tx},
         now_ms,
+        sql::{on_pool, on_tx},
     };
 
     async fn count(store: &Store, table: &str) -> i64 {
@@ -161,7 +161,7 @@ mod tests {
 
     #[tokio::test]
     async fn old_settled_rows_go_in_batches_and_pending_ones_stay() {
-        let (stores, _dir) = crate::store::backend::test_stores().await;
+        let (stores, _dir) = crate::store::test_stores().await;
         for store in &stores {
             old_settled_rows_go(store).await;
         }

@@ -74,7 +74,7 @@ mod tests {
     #[tokio::test]
     async fn every_connection_of_a_sqlite_store_waits_with_the_handler() {
         let (store, _dir) = test_sqlite_store().await;
-        let own = store.ingest_connection().unwrap().unwrap();
+        let own = store.ingest_connection();
         // Setting a handler clears `busy_timeout` (SQLite keeps one or the other): 0 on
         // both means the handler, not SQLite's sleeps, is what waits.
         let (pool_timeout,): (i64,) = sqlx::query_as("PRAGMA busy_timeout")

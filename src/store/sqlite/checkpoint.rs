@@ -9,12 +9,12 @@
 //!
 //! A checkpoint that runs beside a writer never finds every frame copied, and SQLite
 //! only starts the WAL over when one does: during a burst the WAL would grow without
-//! end (1.1 GB in a 10 s bench burst). The SQLite ingest writer therefore also
-//! checkpoints itself between batches (`crate::ingest`), which lets the WAL restart.
+//! end. The SQLite writer therefore also checkpoints itself between batches
+//! (`writer.rs`), which lets the WAL restart.
 
 use std::time::Duration;
 
-use super::{Store, backend::Pool};
+use crate::store::{Backend, Store, StoreError};
 
 /// How often the WAL is copied back when the ingest writer is not writing (deliveries'
 /// outcomes, repairs, an idle store).
@@ -23,12 +23,12 @@ pub const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(500);
 impl Store {
     /// Copies what the WAL holds into the database file, without waiting for readers or
     /// writers; returns the (log, checkpointed) page counts.
-    pub async fn checkpoint(&self) -> Result<Option<(i64, i64)>, super::StoreError> {
-        let Pool::Sqlite(pool) = self.backend() else {
+    pub async fn checkpoint(&self) -> Result<Option<(i64, i64)>, StoreError> {
+        let Backend::Sqlite(db) = self.backend() else {
             return Ok(None);
         };
         let (_busy, log, done): (i64, i64, i64) = sqlx::query_as("PRAGMA wal_checkpoint(PASSIVE)")
-            .fetch_one(pool)
+            .fetch_one(&db.pool)
             .await?;
         Ok(Some((log, done)))
     }
@@ -37,7 +37,7 @@ impl Store {
 /// Checkpoints a SQLite store every [`CHECKPOINT_INTERVAL`] until shutdown, and once more
 /// on the way out.
 pub async fn keep_checkpointed(store: Store, mut shutdown: crate::shutdown::Shutdown) {
-    if !matches!(store.backend(), Pool::Sqlite(_)) {
+    if !matches!(store.backend(), Backend::Sqlite(_)) {
         return;
     }
     loop {
@@ -62,15 +62,7 @@ mod tests {
     async fn commits_leave_the_wal_to_the_checkpointer() {
         let (store, _dir) = test_sqlite_store().await;
         for n in 0..50 {
-            let mut tx = store.begin().await.unwrap();
-            let room = format!("RM_{n}");
-            crate::store::create_calls(
-                &mut tx,
-                &[crate::store::NewCall(&room, "room", 1, "wf", "slug")],
-            )
-            .await
-            .unwrap();
-            tx.commit().await.unwrap();
+            crate::store::fixtures::insert_call(&store, &format!("RM_{n}"), 1).await;
         }
         let (autocheckpoint,): (i64,) = sqlx::query_as("PRAGMA wal_autocheckpoint")
             .fetch_one(store.sqlite())

@@ -1,20 +1,12 @@
-//! The SQLite ingest writer's own connection, used only from the writer's thread.
+//! The SQLite writer's own connection, used only from the writer's thread.
 //!
-//! Through `sqlx`, every statement is handed to the pool connection's worker thread
-//! and its answer handed back: measured on the 2-core bench machine, those hand-offs
-//! (about 250 us each, nine per batch) were most of a batch's time, and the batch is
-//! the one serial step of ingest. This connection runs the same statements as plain
-//! function calls on the thread that decides the batch, row by row with cached
-//! statements: the values written are those of the batched `sqlx` statements in
-//! `store/mod.rs` (a test compares the rows), and the transaction is the same one
-//! `IMMEDIATE` transaction, fsynced once after its commit by the writer's `WalSync`
-//! (`wal_sync.rs`) before any of its requests is answered.
+//! Its statements are plain function calls on the thread that plans the batch, row by
+//! row with cached statements: handed to another thread and back, each would cost
+//! more than SQLite's work, and the batch is the one serial step of ingest. Each batch
+//! is one `IMMEDIATE` transaction, fsynced once after its commit by the writer's
+//! `WalSync` (`wal_sync.rs`) before any of its requests is answered.
 
-use std::{
-    cell::Cell,
-    collections::{HashMap, HashSet},
-    ffi::c_int,
-};
+use std::{cell::Cell, collections::HashMap, ffi::c_int, path::Path};
 
 use rusqlite::{
     Connection, OptionalExtension, Transaction, TransactionBehavior,
@@ -24,35 +16,38 @@ use rusqlite::{
 };
 
 use super::{
-    Attempt, AttemptOutcome, NewCall, NewDelivery, SeenEvent, Store, StoreError, WalSync,
-    backend::Dialect,
-    batch::IngestBatch,
     call_cache::{self, CallCache},
-    now_ms,
-    outbox::{attempt_rows, record_attempts_sql},
+    wal_sync::WalSync,
 };
-use crate::call::CallState;
+use crate::{
+    call::{CallState, Workflow},
+    ingest::{
+        Accepted, Incoming,
+        plan::{self, Known, Random},
+    },
+    store::{
+        Attempt, AttemptOutcome, NewCall, NewDelivery, SeenEvent, StoreError, now_ms,
+        outbox::{SET_PAYLOAD, attempt_rows, record_attempts_sql},
+        sql::Dialect,
+    },
+};
 
 /// A call's state is about 1.2 KB of JSON; this holds one with room to spare.
 const STATE_JSON_CAPACITY: usize = 2048;
 
 /// The writer's connection to the store's SQLite file.
-pub struct IngestConnection {
+pub(crate) struct IngestConnection {
     conn: Connection,
     file: std::path::PathBuf,
     calls: CallCache,
 }
 
-impl Store {
-    /// A connection of its own for the ingest writer, if the store is a SQLite file;
-    /// `None` for PostgreSQL (and an in-memory database), whose writer uses the pool.
-    pub fn ingest_connection(&self) -> Result<Option<IngestConnection>, StoreError> {
-        let Some(file) = self.sqlite_file() else {
-            return Ok(None);
-        };
-        let conn = Connection::open(&file)?;
+impl IngestConnection {
+    /// Opens the writer's connection to the store's file.
+    pub(super) fn open(file: &Path) -> Result<IngestConnection, StoreError> {
+        let conn = Connection::open(file)?;
         conn.busy_handler(Some(super::busy::wait))?;
-        // The pool's settings (`backend::open_sqlite`), which are per connection:
+        // The pool's settings (`sqlite::open`), which are per connection:
         // foreign keys checked, checkpoints left to their own task. Commits do not
         // sync (NORMAL): the writer's `WalSync` fsyncs the WAL after each one, on a
         // thread of its own, before anything is acknowledged (`wal_sync.rs`).
@@ -65,11 +60,11 @@ impl Store {
              PRAGMA temp_store = MEMORY;",
         )?;
         conn.wal_hook(Some(note_wal_frames));
-        Ok(Some(IngestConnection {
+        Ok(IngestConnection {
             conn,
-            file,
+            file: file.to_owned(),
             calls: CallCache::new(call_cache::CAPACITY),
-        }))
+        })
     }
 }
 
@@ -150,7 +145,7 @@ impl IngestConnection {
 }
 
 /// One ingest transaction on the writer's connection.
-pub struct SqliteBatch<'c> {
+pub(crate) struct SqliteBatch<'c> {
     tx: Transaction<'c>,
     calls: &'c mut CallCache,
     /// The call states written, for the cache once they are committed.
@@ -164,7 +159,7 @@ impl SqliteBatch<'_> {
         if payloads.is_empty() {
             return Ok(());
         }
-        let mut update = self.tx.prepare_cached(super::outbox::SET_PAYLOAD)?;
+        let mut update = self.tx.prepare_cached(SET_PAYLOAD)?;
         for (id, payload) in payloads {
             update.execute(params![payload, id])?;
         }
@@ -200,44 +195,54 @@ impl SqliteBatch<'_> {
     }
 }
 
-/// The statements only ever wait on the disk, never on another task: they are written
-/// as `async fn` for the [`IngestBatch`] trait and complete when first polled.
-impl IngestBatch for SqliteBatch<'_> {
-    async fn known(
+impl SqliteBatch<'_> {
+    /// Plans a batch of events (`crate::ingest::plan`) and writes the plan.
+    pub fn apply(
         &mut self,
-        event_ids: &[&str],
-        room_sids: &[&str],
-    ) -> Result<(HashSet<String>, Vec<CallState>), StoreError> {
+        batch: &[Incoming],
+        workflows: &[Workflow],
+    ) -> Result<Vec<Accepted>, StoreError> {
+        let (keys, rooms) = plan::lookups(batch);
+        let known = self.known(&keys, &rooms)?;
+        let admission = plan::admit(batch, known, workflows, &mut Random);
+        let ids = self.create_calls(&admission.new_calls)?;
+        let plan = admission.settle(batch, &ids, workflows, &mut Random)?;
+        self.enqueue_all(&plan.deliveries)?;
+        self.remember_events(&plan.seen)?;
+        self.save_calls(plan.states)?;
+        Ok(plan.results)
+    }
+
+    /// The ids among `event_ids` accepted before, and the calls of these rooms that
+    /// exist (from the cache where it has them).
+    fn known(&mut self, event_ids: &[&str], room_sids: &[&str]) -> Result<Known, StoreError> {
         let mut seen_before = self
             .tx
             .prepare_cached("SELECT 1 FROM inbound_events WHERE event_id = ?1")?;
-        let mut seen = HashSet::new();
+        let mut known = Known::default();
         for id in event_ids {
-            if !seen.contains(*id) && seen_before.exists([id])? {
-                seen.insert((*id).to_owned());
+            if !known.seen.contains(*id) && seen_before.exists([id])? {
+                known.seen.insert((*id).to_owned());
             }
         }
         let mut call_of = self
             .tx
             .prepare_cached("SELECT state FROM calls WHERE room_sid = ?1")?;
-        let mut calls = Vec::new();
         for room in room_sids {
             if let Some(state) = self.calls.take(room) {
-                calls.push(state);
+                known.calls.push(state);
                 continue;
             }
             let state: Option<String> = call_of.query_row([room], |r| r.get(0)).optional()?;
             if let Some(state) = state {
-                calls.push(serde_json::from_str(&state)?);
+                known.calls.push(serde_json::from_str(&state)?);
             }
         }
-        Ok((seen, calls))
+        Ok(known)
     }
 
-    async fn create_calls(
-        &mut self,
-        calls: &[NewCall<'_>],
-    ) -> Result<HashMap<String, i64>, StoreError> {
+    /// Inserts call rows; the id SQLite assigned to each room.
+    fn create_calls(&mut self, calls: &[NewCall<'_>]) -> Result<HashMap<String, i64>, StoreError> {
         let mut insert = self.tx.prepare_cached(
             "INSERT INTO calls (room_sid, room_name, workflow_id, workflow_slug, call_slug, phase,
                                 state, created_at, updated_at)
@@ -246,31 +251,26 @@ impl IngestBatch for SqliteBatch<'_> {
         )?;
         let now = now_ms();
         let mut ids = HashMap::with_capacity(calls.len());
-        for NewCall(room, name, workflow_id, workflow_slug, slug) in calls {
-            let id: i64 = insert.query_row(
-                params![room, name, workflow_id, workflow_slug, slug, now],
-                |r| r.get(0),
-            )?;
-            ids.insert((*room).to_owned(), id);
+        for call in calls {
+            let row = params![
+                call.room_sid,
+                call.room_name,
+                call.workflow_id,
+                call.workflow_slug,
+                call.call_slug,
+                now
+            ];
+            let id: i64 = insert.query_row(row, |r| r.get(0))?;
+            ids.insert(call.room_sid.to_owned(), id);
         }
         Ok(ids)
     }
-
-    async fn write(
-        &mut self,
-        deliveries: &[NewDelivery<'_>],
-        events: &[SeenEvent<'_>],
-        states: Vec<CallState>,
-    ) -> Result<(), StoreError> {
-        self.enqueue_all(deliveries)?;
-        self.remember_events(events)?;
-        self.save_calls(states)
-    }
 }
 
-/// The batch's last writes, row by row (see [`IngestBatch::write`]).
+/// The batch's last writes, row by row: its outbox rows (queued in order), its new
+/// event ids, and the state (and phase) of each call it touched.
 impl SqliteBatch<'_> {
-    fn enqueue_all(&mut self, deliveries: &[NewDelivery<'_>]) -> Result<(), StoreError> {
+    fn enqueue_all(&mut self, deliveries: &[NewDelivery]) -> Result<(), StoreError> {
         let mut insert = self.tx.prepare_cached(
             "INSERT INTO outbox (webhook_id, call_id, seq, event_type, workflow_id, payload,
                                  recording, next_attempt_at, created_at)
@@ -300,8 +300,14 @@ impl SqliteBatch<'_> {
              VALUES (?1, ?2, ?3, ?4, ?5)",
         )?;
         let now = now_ms();
-        for SeenEvent(id, kind, room, call_id) in events {
-            insert.execute(params![id, kind, room, call_id, now])?;
+        for e in events {
+            insert.execute(params![
+                e.event_id,
+                e.event_type,
+                e.room_sid,
+                e.call_id,
+                now
+            ])?;
         }
         Ok(())
     }
@@ -332,7 +338,7 @@ mod tests {
     #[tokio::test]
     async fn the_writers_connection_is_as_durable_as_the_pool() {
         let (store, _dir) = test_sqlite_store().await;
-        let own = store.ingest_connection().unwrap().unwrap();
+        let own = store.ingest_connection();
         let pragma = |name: &str| -> String {
             own.conn
                 .query_row(&format!("PRAGMA {name}"), [], |r| {

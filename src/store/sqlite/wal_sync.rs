@@ -40,6 +40,7 @@ impl WalSync {
     }
 
     /// A sync that runs `f` instead, for tests that hold it back or fail it.
+    #[cfg(test)]
     pub fn with(f: impl Fn() -> io::Result<()> + Send + Sync + 'static) -> WalSync {
         WalSync(Arc::new(f))
     }

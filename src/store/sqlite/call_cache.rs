@@ -85,7 +85,7 @@ impl CallCache {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Workflow;
+    use crate::call::Workflow;
 
     fn state(room: &str) -> CallState {
         let wf = Workflow {
