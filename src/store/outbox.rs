@@ -97,16 +97,15 @@ impl Store {
         // A row another instance claimed is skipped until its lease runs out; this
         // instance's own claims are its to send. "Not settled" is spelled
         // `NOT IN ('delivered', 'failed')` where rows are found by id or call: as
-        // `= 'pending'` PostgreSQL, with stale statistics (autovacuum off, as on the test
-        // machine), intersected it with the whole status index on every row, and a
-        // 10-minute run at 500 webhooks/s stalled after two minutes.
+        // `= 'pending'` PostgreSQL, with stale statistics (autovacuum off), intersects it
+        // with the whole status index on every row, and deliveries stall.
         let sql = format!("SELECT {ROW} {DUE}");
         // Planned at every read on PostgreSQL. A prepared statement's plan is kept once
         // it has run five times, and this one's was chosen while the table was nearly
-        // empty: sequential scans of `outbox`, per due row for the `NOT EXISTS`. As the
-        // table grew (before the first ANALYZE, or between two) one read took 6-14 ms
-        // of 2,000 rows, and the bench's deliveries stalled for a second. Planning
-        // costs a fraction of a millisecond and sees the table as it is.
+        // empty: sequential scans of `outbox`, per due row for the `NOT EXISTS`, which
+        // grow with the table (before the first ANALYZE, or between two) until
+        // deliveries stall. Planning costs a fraction of a millisecond and sees the
+        // table as it is.
         let keep_plan = self.dialect() == Dialect::Sqlite;
         Ok(on_pool!(self, p => sqlx::query_as(sqlx::AssertSqlSafe(sql))
             .persistent(keep_plan)

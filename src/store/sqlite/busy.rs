@@ -1,12 +1,12 @@
 //! Waiting for SQLite's write lock: short polls instead of SQLite's own sleeps.
 //!
-//! One SQLite file has one writer at a time. The ingest writer holds the lock for a
-//! batch (about a millisecond), the delivery recorder for a batch of outcomes. With
-//! `busy_timeout`, a connection that finds the lock taken sleeps 1, 2, 5, 10, 15, 20,
-//! 25 ms and on: measured under the ingest bench (`strace` on the ingest writer), it
-//! slept a third of its time, 17 ms per wait on average, for locks released within a
-//! millisecond. [`install`] sets a handler on every connection of the store that polls
-//! at 20 µs, then 100 µs, then 1 ms, for the same 10 s in all.
+//! One SQLite file has one writer at a time. The writer thread holds the lock for a
+//! batch (about a millisecond); the pool's connections for a prune step or an
+//! operator's change. With `busy_timeout`, a connection that finds the lock taken
+//! sleeps 1, 2, 5, 10, 15, 20, 25 ms and on, for locks released within a millisecond,
+//! and the writer would spend much of a burst asleep. [`install`] and [`wait`] set a
+//! handler on every connection of the store that polls at 20 µs, then 100 µs, then
+//! 1 ms, for the same 10 s in all.
 
 use std::{ffi::c_int, os::raw::c_void, time::Duration};
 

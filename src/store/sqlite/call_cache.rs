@@ -2,9 +2,9 @@
 //!
 //! Every webhook of a call needs the call's state, and the writer wrote that state
 //! itself a batch or two earlier: reading the row back and parsing its 1.2 KB of JSON
-//! was about a sixth of the writer's instructions (callgrind, README "Round 6"), and the
-//! writer is ingest's one serial step. So the writer keeps what it committed and reads
-//! the file only for calls it has not got.
+//! is a large share of the writer's work, and the writer is ingest's one serial step.
+//! So the writer keeps what it committed and reads the file only for calls it has not
+//! got.
 //!
 //! The copy is only as good as the rule that nothing else changed the rows. SQLite
 //! tells: `PRAGMA data_version` changes when another connection (the pool's prune, the
@@ -21,9 +21,8 @@ use lru::LruCache;
 
 use crate::call::CallState;
 
-/// How many calls the writer remembers: far more than are ever mid-batch; 7.5 MiB
-/// with the bench's calls. Beyond it the least recently written are forgotten (and
-/// read again).
+/// How many calls the writer remembers: far more than are ever mid-batch, in a few
+/// MiB. Beyond it the least recently written are forgotten (and read again).
 pub const CAPACITY: usize = 4096;
 
 /// Call states by room sid, as committed by this connection.

@@ -3,13 +3,13 @@
 //! SQLite may plan a statement by the values bound to its parameters (a `LIMIT ?`,
 //! a `LIKE ?` pattern, STAT4 samples), and then marks it to be compiled again whenever
 //! one of those parameters is bound anew. A statement cached and run again with new
-//! values is so compiled again at every run: callgrind put `sqlite3Reprepare` at about
-//! a fifth of the delivery worker's outbox window reads (their `LIMIT $5`). The bridge's
-//! statements gain nothing from it (no partial indexes, no `LIKE`, no `ANALYZE`), so
-//! the pool's connections plan once per statement: `SQLITE_DBCONFIG_ENABLE_QPSG`, the
-//! query planner stability guarantee. The ingest writer's connection needs no such
-//! setting: none of its statements binds a value SQLite plans by, and a test
-//! (`ingest::tests::the_writers_statements_are_compiled_once_not_at_every_batch`)
+//! values is so compiled again at every run, which would be a large part of the
+//! delivery worker's outbox window reads (their `LIMIT $5`). The bridge's statements
+//! gain nothing from it (no partial indexes, no `LIKE`, no `ANALYZE`), so the pool's
+//! connections plan once per statement: `SQLITE_DBCONFIG_ENABLE_QPSG`, the query
+//! planner stability guarantee. The writer's connection needs no such setting: none of
+//! its statements binds a value SQLite plans by, and a test
+//! (`writer::tests::the_writers_statements_are_compiled_once_not_at_every_batch`)
 //! counts that it stays so.
 
 use std::ffi::c_int;

@@ -1,8 +1,8 @@
 //! The SQLite ingest writer's fsync, taken off the writer's thread.
 //!
 //! With `synchronous = FULL`, SQLite fsyncs the WAL inside every commit, and the
-//! writer, the one serial step of ingest, spent about 40% of its time there (sampled
-//! under the ingest bench). Its connection now runs `synchronous = NORMAL`, under which
+//! writer, the one serial step of ingest, would spend much of its time waiting for the
+//! disk. Its connection runs `synchronous = NORMAL` instead, under which
 //! a commit only writes its frames to the WAL (checkpoints still sync the WAL before
 //! copying it and the database after), and a thread of its own fsyncs the WAL after
 //! each commit, with `fdatasync`, while the writer goes on to the next batch. Nothing
