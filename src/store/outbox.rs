@@ -5,7 +5,7 @@ use sqlx::FromRow;
 use super::{
     Backend, Store, StoreError, now_ms,
     postgres::claims::{self, Claim},
-    sql::{Dialect, Tx, in_values, on_pool, on_tx, rows_key_filter, rows_of},
+    sql::{Dialect, in_values, on_pool, rows_key_filter, rows_of},
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,6 +75,7 @@ pub const HOOK_EVENT: &str = "call_started_hook";
 
 /// A published body replaces the stored one; the recording is then no longer needed.
 /// (SQLite numbers `$1` and `$2` in order of appearance, so rusqlite binds them too.)
+/// Both backends' writers run it.
 pub(crate) const SET_PAYLOAD: &str =
     "UPDATE outbox SET payload = $1, recording = NULL WHERE id = $2";
 
@@ -218,49 +219,6 @@ impl Store {
             .rows_affected());
         Ok(done)
     }
-
-    /// Freezes a body once its recording URL is known; retries then send these bytes.
-    pub(crate) async fn set_payload(&self, id: i64, payload: &str) -> Result<(), StoreError> {
-        on_pool!(self, p => sqlx::query(SET_PAYLOAD)
-            .bind(payload)
-            .bind(id)
-            .execute(p)
-            .await?.rows_affected());
-        Ok(())
-    }
-
-    /// Records attempts and moves each row on (delivered, retried at its time, or
-    /// failed), all in one transaction: one fsync for a whole batch of finished
-    /// deliveries. Each row's claim ends with its attempt.
-    pub(crate) async fn finish_attempts(
-        &self,
-        attempts: &[(Attempt, AttemptOutcome)],
-    ) -> Result<(), StoreError> {
-        if attempts.is_empty() {
-            return Ok(());
-        }
-        let mut tx = self.begin().await?;
-        record_attempts(&mut tx, attempts).await?;
-        tx.commit().await?;
-        Ok(())
-    }
-}
-
-/// Two statements for a whole batch of attempts, as JSON rows (see `rows_of`): one
-/// round trip each, whatever the batch's size.
-async fn record_attempts(
-    tx: &mut Tx,
-    attempts: &[(Attempt, AttemptOutcome)],
-) -> Result<(), StoreError> {
-    let rows = attempt_rows(attempts)?;
-    for sql in record_attempts_sql(tx.dialect()) {
-        on_tx!(tx, c => sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(&rows)
-            .execute(&mut *c)
-            .await?
-            .rows_affected());
-    }
-    Ok(())
 }
 
 /// The attempts and where they leave their rows, as the JSON array parameter of
@@ -300,7 +258,8 @@ pub(crate) fn attempt_rows(attempts: &[(Attempt, AttemptOutcome)]) -> Result<Str
 }
 
 /// Inserts the attempts, then moves their outbox rows on; each takes the rows of
-/// [`attempt_rows`] as its one parameter.
+/// [`attempt_rows`] as its one parameter, so a whole batch of attempts costs two
+/// statements. Both backends' writers run them.
 pub(crate) fn record_attempts_sql(dialect: Dialect) -> [String; 2] {
     let insert = format!(
         "INSERT INTO delivery_attempts (outbox_id, attempted_at, endpoint, status_code,
@@ -371,6 +330,12 @@ mod tests {
         (attempt, AttemptOutcome::Delivered)
     }
 
+    fn start_writer(store: &Store) -> (crate::store::Writer, tokio::task::JoinHandle<()>) {
+        let workflows = crate::ingest::sample::workflows();
+        let wake = std::sync::Arc::new(tokio::sync::Notify::new());
+        store.start_writer(workflows, wake).unwrap()
+    }
+
     fn ids(rows: Vec<OutboxRow>) -> Vec<i64> {
         rows.into_iter().map(|r| r.id).collect()
     }
@@ -418,8 +383,12 @@ mod tests {
         assert!(claim(&b, later).await.is_empty());
 
         // Its outcome ends the claim and lets the call's next event go.
-        a.finish_attempts(&[delivered(started)]).await.unwrap();
+        let (writer, task) = start_writer(a);
+        let (attempt, outcome) = delivered(started);
+        writer.record(attempt, outcome).await.unwrap();
         assert_eq!(claim(&b, now_ms()).await, [ended]);
+        drop(writer);
+        task.await.unwrap();
     }
 
     #[tokio::test]
@@ -455,9 +424,7 @@ mod tests {
         for store in &stores {
             let (started, _) = call_with_two_events(store).await;
             let body = r#"{"recording_url":"https://r.example/a.ogg"}"#.to_string();
-            let workflows = crate::ingest::sample::workflows();
-            let wake = std::sync::Arc::new(tokio::sync::Notify::new());
-            let (writer, task) = store.start_writer(workflows, wake).unwrap();
+            let (writer, task) = start_writer(store);
             writer.publish(started, body.clone()).await.unwrap();
             let (attempt, outcome) = delivered(started);
             writer.record(attempt, outcome).await.unwrap();
@@ -486,7 +453,16 @@ mod tests {
             dead.0.status_code = None;
             dead.0.error = Some("connection refused".into());
             dead.1 = AttemptOutcome::Dead;
-            store.finish_attempts(&[retried, dead]).await.unwrap();
+            // Queued together, as the worker queues a batch of finished deliveries.
+            let (writer, task) = start_writer(store);
+            let (r, d) = tokio::join!(
+                writer.record(retried.0, retried.1),
+                writer.record(dead.0, dead.1)
+            );
+            r.unwrap();
+            d.unwrap();
+            drop(writer);
+            task.await.unwrap();
             type Row = (String, i64, i64, Option<String>, Option<i64>);
             let rows: Vec<Row> = on_pool!(store, p => sqlx::query_as(
                 "SELECT status, attempts, next_attempt_at, last_error, delivered_at

@@ -91,10 +91,7 @@ pub async fn keep_pruned(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{
-        now_ms,
-        sql::{on_pool, on_tx},
-    };
+    use crate::store::{now_ms, sql::on_pool};
 
     async fn count(store: &Store, table: &str) -> i64 {
         let sql = format!("SELECT COUNT(*) FROM {table}");
@@ -110,18 +107,17 @@ mod tests {
     async fn call_with_delivery(store: &Store, room: &str, delivered: bool, age_ms: i64) {
         let then = now_ms() - age_ms;
         let status = if delivered { "delivered" } else { "pending" };
-        let mut tx = store.begin().await.unwrap();
-        let (call,): (i64,) = on_tx!(&mut tx, c => sqlx::query_as(
+        let (call,): (i64,) = on_pool!(store, c => sqlx::query_as(
             "INSERT INTO calls (room_sid, room_name, workflow_id, workflow_slug, call_slug,
                                 phase, state, created_at, updated_at)
              VALUES ($1, $1, 1, 'w', 's', 'finalized', '{}', $2, $2) RETURNING id",
         )
         .bind(room)
         .bind(then)
-        .fetch_one(&mut *c)
+        .fetch_one(c)
         .await
         .unwrap());
-        on_tx!(&mut tx, c => sqlx::query(
+        on_pool!(store, c => sqlx::query(
             "INSERT INTO inbound_events (event_id, event_type, room_sid, call_id, received_at)
              VALUES ($1, 'room_finished', $2, $3, $4)",
         )
@@ -129,11 +125,11 @@ mod tests {
         .bind(room)
         .bind(call)
         .bind(then)
-        .execute(&mut *c)
+        .execute(c)
         .await
         .unwrap()
         .rows_affected());
-        let (outbox,): (i64,) = on_tx!(&mut tx, c => sqlx::query_as(
+        let (outbox,): (i64,) = on_pool!(store, c => sqlx::query_as(
             "INSERT INTO outbox (webhook_id, call_id, seq, event_type, workflow_id, payload,
                                  status, attempts, next_attempt_at, created_at)
              VALUES ($1, $2, 1, 'call_started', 1, '{}', $3, 1, $4, $4) RETURNING id",
@@ -142,21 +138,20 @@ mod tests {
         .bind(call)
         .bind(status)
         .bind(then)
-        .fetch_one(&mut *c)
+        .fetch_one(c)
         .await
         .unwrap());
-        on_tx!(&mut tx, c => sqlx::query(
+        on_pool!(store, c => sqlx::query(
             "INSERT INTO delivery_attempts (outbox_id, attempted_at, endpoint, status_code,
                                             latency_ms)
              VALUES ($1, $2, 'http://127.0.0.1:9/', 200, 1)",
         )
         .bind(outbox)
         .bind(then)
-        .execute(&mut *c)
+        .execute(c)
         .await
         .unwrap()
         .rows_affected());
-        tx.commit().await.unwrap();
     }
 
     #[tokio::test]

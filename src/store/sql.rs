@@ -1,25 +1,16 @@
 //! The SQL both backends' pools speak. Queries shared by SQLite and PostgreSQL are
-//! written once, with `$N` placeholders both understand; the `on_pool!`/`on_tx!`
-//! macros expand a query for each driver, so each runs on its native types with no
+//! written once, with `$N` placeholders both understand; the `on_pool!` macro expands
+//! a query for each driver, so each runs on its native types with no
 //! conversion layer. Where the dialects differ (expanding a JSON array into rows) the
 //! difference is spelled out here.
 
-use sqlx::{Postgres, Sqlite, Transaction};
-
-use super::{Backend, Store, StoreError, postgres::PG_BEGIN};
+use super::{Backend, Store};
 
 /// Which SQL dialect a pool or transaction speaks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Dialect {
     Sqlite,
     Postgres,
-}
-
-/// One write transaction on the pool. On SQLite it is opened `IMMEDIATE`, so it holds
-/// the write lock from its start and never fails half-way on a lock upgrade.
-pub(crate) enum Tx {
-    Sqlite(Transaction<'static, Sqlite>),
-    Postgres(Transaction<'static, Postgres>),
 }
 
 /// Runs `$body` with `$p` bound to the store's pool, once per driver.
@@ -38,54 +29,13 @@ macro_rules! on_pool {
     };
 }
 
-/// Runs `$body` with `$c` bound to the transaction's connection, once per driver.
-macro_rules! on_tx {
-    ($tx:expr, $c:ident => $body:expr) => {
-        match $tx {
-            $crate::store::sql::Tx::Sqlite(t) => {
-                let $c = &mut **t;
-                $body
-            }
-            $crate::store::sql::Tx::Postgres(t) => {
-                let $c = &mut **t;
-                $body
-            }
-        }
-    };
-}
-
-pub(crate) use {on_pool, on_tx};
+pub(crate) use on_pool;
 
 impl Store {
     pub(crate) fn dialect(&self) -> Dialect {
         match self.backend() {
             Backend::Sqlite(_) => Dialect::Sqlite,
             Backend::Postgres(_) => Dialect::Postgres,
-        }
-    }
-
-    /// A write transaction on the pool.
-    pub(crate) async fn begin(&self) -> Result<Tx, StoreError> {
-        Ok(match self.backend() {
-            Backend::Sqlite(db) => Tx::Sqlite(db.pool.begin_with("BEGIN IMMEDIATE").await?),
-            Backend::Postgres(db) => Tx::Postgres(db.pool.begin_with(PG_BEGIN).await?),
-        })
-    }
-}
-
-impl Tx {
-    pub(crate) async fn commit(self) -> Result<(), StoreError> {
-        match self {
-            Tx::Sqlite(t) => t.commit().await?,
-            Tx::Postgres(t) => t.commit().await?,
-        }
-        Ok(())
-    }
-
-    pub(crate) fn dialect(&self) -> Dialect {
-        match self {
-            Tx::Sqlite(_) => Dialect::Sqlite,
-            Tx::Postgres(_) => Dialect::Postgres,
         }
     }
 }
