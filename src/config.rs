@@ -86,8 +86,8 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     pub webhook_path: String,
     pub max_body_bytes: usize,
-    /// How long a client may take to send a request's headers, from its first byte (or
-    /// from the connection's start); then the connection is closed.
+    /// How long a client may take to send a request's headers, from its first byte (from
+    /// the accept, on a new connection); then the connection is closed.
     pub header_timeout_secs: f64,
     /// How long a client may take to send a whole request body; then it gets 408 and
     /// the connection is closed.

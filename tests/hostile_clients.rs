@@ -1,6 +1,6 @@
 //! Proves that slow and abusive clients cannot hold the real daemon's webhook listener:
-//! stalled connections (half-sent headers, a body that stops, a keep-alive connection
-//! that says nothing) are closed by the `[server]` timeouts, even with every descriptor
+//! stalled connections (silent, half-sent headers, a body that stops, a keep-alive
+//! connection that says nothing) are closed by the `[server]` timeouts, even with every descriptor
 //! taken a real webhook gets through as soon as they free one, the connection cap holds
 //! stalled clients back while the operator API still answers, a forged webhook is
 //! refused before its body is read, and a flood of forged webhooks is counted in full
@@ -80,6 +80,8 @@ fn cpu_time(pid: u32) -> Duration {
 /// The ways a client can hold a connection without finishing a request.
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Stall {
+    /// A connection, and not a byte.
+    Silent,
     /// Half a request head, then nothing.
     HalfHeader,
     /// A request with a valid (replayed) token whose body stops halfway.
@@ -91,6 +93,7 @@ enum Stall {
 async fn stall(daemon: &Daemon, how: Stall) -> TcpStream {
     let mut stream = TcpStream::connect(daemon.addr()).await.expect("connect");
     let bytes = match how {
+        Stall::Silent => String::new(),
         Stall::HalfHeader => {
             "POST /livekit/webhook HTTP/1.1\r\nHost: bridge\r\nContent-Ty".to_owned()
         }
@@ -144,7 +147,12 @@ async fn with_every_descriptor_held_by_stalled_clients_a_webhook_gets_through_on
 
     // Stalled clients of every kind, in batches, until accepting fails for want of
     // descriptors.
-    let kinds = [Stall::HalfHeader, Stall::HalfBody, Stall::Idle];
+    let kinds = [
+        Stall::Silent,
+        Stall::HalfHeader,
+        Stall::HalfBody,
+        Stall::Idle,
+    ];
     let mut stalled = Vec::new();
     while !daemon
         .stderr_text()
@@ -205,13 +213,13 @@ async fn with_every_descriptor_held_by_stalled_clients_a_webhook_gets_through_on
         "the daemon used {cpu:?} of CPU in {waited:?} while its descriptors were held"
     );
 
-    // Each kind of stalled connection was closed by its timeout: a half header without
-    // an answer, a half body with 408, the idle one after its 200.
+    // Each kind of stalled connection was closed by its timeout: a silent one and a half
+    // header without an answer, a half body with 408, the idle one after its 200.
     for how in kinds {
         let (_, stream) = stalled.iter_mut().find(|(k, _)| *k == how).unwrap();
         let seen = read_until_closed(stream).await;
         match how {
-            Stall::HalfHeader => assert_eq!(seen, "", "{how:?}"),
+            Stall::Silent | Stall::HalfHeader => assert_eq!(seen, "", "{how:?}"),
             Stall::HalfBody => assert!(seen.starts_with("HTTP/1.1 408"), "{how:?}: {seen}"),
             Stall::Idle => assert!(seen.starts_with("HTTP/1.1 200"), "{how:?}: {seen}"),
         }

@@ -5,11 +5,11 @@
 //! `axum::serve` has none of this: a client that sends half a header, stops in the
 //! middle of a body or opens connections and says nothing keeps them open for good,
 //! and once the descriptors are gone no webhook is answered again. Here:
-//! - the headers of a request must arrive within `header_timeout` of its first byte,
-//!   its body within `body_timeout` of its headers (else 408, by the handler), and a
-//!   keep-alive connection must start its next request within `idle_timeout` (a new
-//!   connection counts as idle until its first byte); a connection past its deadline
-//!   is closed and counted;
+//! - the headers of a request must arrive within `header_timeout` of its first byte
+//!   (of the accept, on a new connection: a client connects to send a request), its
+//!   body within `body_timeout` of its headers (else 408, by the handler), and a
+//!   keep-alive connection must start its next request within `idle_timeout`; a
+//!   connection past its deadline is closed and counted;
 //! - at most `max_connections` are open; the next client waits in the kernel's accept
 //!   queue until one closes;
 //! - when `accept` fails for want of descriptors or memory, the loop sleeps (10 ms,
@@ -234,9 +234,10 @@ fn millis(at: Instant) -> u64 {
 }
 
 impl Clock {
+    /// A new connection, whose first request's headers are due.
     fn new() -> Clock {
         Clock {
-            phase: AtomicU8::new(Phase::Idle as u8),
+            phase: AtomicU8::new(Phase::Head as u8),
             since: AtomicU64::new(millis(Instant::now())),
             sooner: Notify::new(),
         }
@@ -424,9 +425,20 @@ mod tests {
 
     #[test]
     fn each_phase_has_its_own_deadline_and_a_busy_one_none() {
-        let clock = Clock::new();
-        let start = clock.started();
         let limits = limits();
+        let clock = Clock::new();
+        let accepted = clock.started();
+        assert_eq!(
+            clock.phase(),
+            Phase::Head,
+            "a new connection owes its headers"
+        );
+        assert_eq!(
+            clock.expired(&limits, accepted + Duration::from_secs(10)),
+            Some(ConnectionTimeout::Header)
+        );
+        clock.set(Phase::Idle);
+        let start = clock.started();
         assert_eq!(
             clock.expired(&limits, start + Duration::from_secs(94)),
             None
