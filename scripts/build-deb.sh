@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds the Debian package (Cargo.toml's [package.metadata.deb]) and checks that it
-# holds the binary, the systemd unit and the config as a conffile.
+# holds the binary, the systemd unit, the config as a conffile, and the documentation.
 #
 #   scripts/build-deb.sh          CI: packages the debug binary the tests already built
 #                                 (cargo deb --profile dev --no-build): checks packaging
@@ -30,8 +30,10 @@ fi
 deb=$(ls "$out"/voicekit-bridge_*.deb)
 
 contents=$(dpkg-deb --contents "$deb")
+docs=()
+for page in docs/*.md; do docs+=("./usr/share/doc/voicekit-bridge/$page"); done
 for path in ./usr/bin/voicekit-bridge ./usr/lib/systemd/system/voicekit-bridge.service \
-    ./etc/voicekit-bridge/config.toml; do
+    ./etc/voicekit-bridge/config.toml ./usr/share/doc/voicekit-bridge/README.md "${docs[@]}"; do
     if ! grep -q " $path\$" <<<"$contents"; then
         echo "$contents"
         echo "FAIL: $deb lacks $path" >&2

@@ -3,4 +3,5 @@
 //! `send-test-event`, which needs no daemon at all.
 
 pub mod operator;
+mod table;
 pub mod test_event;

@@ -1,9 +1,9 @@
 //! A circuit breaker per endpoint: one that keeps failing is paused as a whole.
 //!
 //! Without it, a dead endpoint with a thousand pending events gets a thousand attempts
-//! per retry round. After `threshold` consecutive failures the endpoint is paused for a
-//! while (doubling each time it fails again, up to a maximum); then a single probe goes
-//! through, and its success closes the circuit.
+//! at every step of the retry schedule. After `threshold` consecutive failures the
+//! endpoint is paused for a while (doubling each time it fails again, up to a maximum);
+//! then a single probe goes through, and its success closes the circuit.
 
 use std::{
     collections::HashMap,

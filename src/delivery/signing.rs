@@ -75,7 +75,8 @@ pub fn signature(keys: &[SigningKey], id: &str, timestamp: i64, body: &[u8]) -> 
 mod tests {
     use super::*;
 
-    /// The vector from the Standard Webhooks specification (DESIGN.md section 3).
+    /// The example of the Standard Webhooks specification: its secret, id, timestamp,
+    /// body and signature.
     #[test]
     fn standard_webhooks_test_vector() {
         let key = SigningKey::parse("whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD").unwrap();
