@@ -4,7 +4,7 @@
 //! under retries and early egress, and that a crash in the middle of a call loses
 //! nothing.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

@@ -7,7 +7,7 @@
 //!
 //! Always PostgreSQL, whatever `VOICEKIT_TEST_STORE` says: SQLite is one process's store.
 
-mod support;
+use crate::support;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};

@@ -1,7 +1,7 @@
 //! Checks the parts of the test harness that work without the daemon, so a failing
 //! end-to-end test can be trusted to point at the bridge rather than at the harness.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

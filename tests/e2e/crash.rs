@@ -4,7 +4,7 @@
 //! customer endpoint at least once, every event that arrives comes from a webhook that
 //! was posted, and all copies of one event carry one `webhook-id` and the same bytes.
 
-mod support;
+use crate::support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -8,7 +8,7 @@
 //! (where systemd puts `LoadCredential=` files); and `[log] format = "json"` writes one
 //! JSON object per line with no secret in it.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

@@ -9,7 +9,7 @@
 //! `send-test-event` posts a VoiceKit envelope that an independent Standard Webhooks
 //! verifier accepts with each of the workflow's signing secrets.
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeSet;
 use std::path::Path;

@@ -3,7 +3,7 @@
 //! holding up another workflow's deliveries, and a slow outcome commit not holding up
 //! the next request. All over loopback against the real daemon.
 
-mod support;
+use crate::support;
 
 use std::{
     sync::Arc,

@@ -8,7 +8,7 @@
 //! cases (`Bearer `, the rotation key, Go's extra spaces, unknown fields) check that the
 //! event really took effect: `call_started` arrives.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

@@ -3,7 +3,7 @@
 //! a room_finished that never comes (the sweeper) and an egress_ended that never comes
 //! (ListEgress against a fake Egress API).
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

@@ -4,7 +4,7 @@
 //! by reason — and whose gauges show what the store holds (calls by state, the outbox
 //! backlog and its age).
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

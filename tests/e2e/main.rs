@@ -1,0 +1,17 @@
+//! The end-to-end suite: one test binary, one module per area, sharing one harness.
+//!
+//! Every test drives the real `voicekit-bridge` binary over loopback (see `support`).
+
+mod support;
+
+mod call_flow;
+mod cli;
+mod crash;
+mod delivery_policy;
+mod harness_smoke;
+mod ingest_rejects;
+mod multi_instance;
+mod operator;
+mod ops_http;
+mod repairs;
+mod service_lifecycle;
