@@ -16,7 +16,6 @@ pub mod reconcile;
 pub mod recording;
 pub mod reload;
 pub mod shutdown;
-pub mod simulate;
 pub mod store;
 pub mod systemd;
 
