@@ -18,6 +18,7 @@ pub mod reload;
 pub mod shutdown;
 pub mod store;
 pub mod systemd;
+pub mod testkit;
 
 use std::{io::Write, path::PathBuf, sync::Arc, time::Duration};
 

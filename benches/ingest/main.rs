@@ -55,11 +55,12 @@ use anyhow::{Context, bail};
 use clap::{Parser, ValueEnum};
 use serde_json::{Map, Value, json};
 
-use calls::{CALL_START, Emits, FULL_CALL};
+use calls::Emits;
 use ceiling::{CEILING_READY, Ceiling};
 use load::{Mode, Target, percentiles};
 use procs::{CpuMeter, CpuUse, Proc, RssSampler};
 use receiver::Receiver;
+use voicekit_bridge::testkit::call::{CALL_START, WHOLE_CALL};
 
 const WEBHOOK_PATH: &str = "/livekit/webhook";
 const DAEMON_READY: &str = "voicekit-bridge listening on ";
@@ -560,7 +561,7 @@ async fn bench_server(
         "b",
         4 * args.connections as u64,
         args.connections,
-        FULL_CALL,
+        &WHOLE_CALL,
         ctx.ttl,
     );
     let exe = std::env::current_exe()?;
@@ -584,7 +585,7 @@ async fn bench_server(
     let cpu = meter.stop();
     if ctx.smoke && checks_tokens {
         // A server that skipped the check would be measured doing less than the daemon.
-        let mut tampered = calls::queues("t", 1, 1, FULL_CALL, ctx.ttl)[0][0].clone();
+        let mut tampered = calls::queues("t", 1, 1, &WHOLE_CALL, ctx.ttl)[0][0].clone();
         tampered.body = format!("{} ", String::from_utf8_lossy(&tampered.body)).into();
         let status = load::post_one(&target, &tampered).await?;
         if status != hyper::StatusCode::UNAUTHORIZED {
@@ -700,9 +701,9 @@ async fn ingest(
     out: &mut Map<String, Value>,
 ) -> anyhow::Result<()> {
     let (args, receiver, label) = (&ctx.args, &ctx.receiver, store.label());
-    let calls = ((args.max_rate * args.secs) / FULL_CALL.len() as f64).ceil() as u64;
+    let calls = ((args.max_rate * args.secs) / WHOLE_CALL.len() as f64).ceil() as u64;
     let started = Instant::now();
-    let queues = calls::queues("i", calls, args.connections, FULL_CALL, ctx.ttl);
+    let queues = calls::queues("i", calls, args.connections, &WHOLE_CALL, ctx.ttl);
     let total: usize = queues.iter().map(Vec::len).sum();
     let bytes: usize = queues.iter().flatten().map(|w| w.body.len()).sum();
     println!(
@@ -818,9 +819,9 @@ async fn e2e(
     out: &mut Map<String, Value>,
 ) -> anyhow::Result<()> {
     let (args, receiver, label) = (&ctx.args, &ctx.receiver, store.label());
-    let calls = (args.e2e_rate * args.e2e_secs / FULL_CALL.len() as f64).ceil() as u64
+    let calls = (args.e2e_rate * args.e2e_secs / WHOLE_CALL.len() as f64).ceil() as u64
         + args.e2e_connections as u64;
-    let queues = calls::queues("e", calls, args.e2e_connections, FULL_CALL, ctx.ttl);
+    let queues = calls::queues("e", calls, args.e2e_connections, &WHOLE_CALL, ctx.ttl);
     let dir = ctx.phase_dir(store, "e2e")?;
     let fresh = store.fresh(&dir, args.keep);
     receiver.reset();
@@ -927,7 +928,7 @@ async fn memory(
     out: &mut Map<String, Value>,
 ) -> anyhow::Result<()> {
     let (args, receiver, label) = (&ctx.args, &ctx.receiver, store.label());
-    let queues = calls::queues("m", args.calls, args.connections, CALL_START, ctx.ttl);
+    let queues = calls::queues("m", args.calls, args.connections, &CALL_START, ctx.ttl);
     let dir = ctx.phase_dir(store, "memory")?;
     let fresh = store.fresh(&dir, args.keep);
     receiver.reset();

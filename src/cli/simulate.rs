@@ -10,14 +10,14 @@ use std::{net::SocketAddr, time::Duration};
 
 use anyhow::{Context, bail};
 use axum::{Router, body::Bytes, routing::post};
-use base64::Engine;
-use livekit_api::access_token::AccessToken;
 use rand::{Rng, distr::Alphanumeric};
 use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
 use crate::config::{Config, Workflow};
+use crate::testkit::call::{Call, Step, WHOLE_CALL};
+use crate::testkit::token;
+use crate::testkit::webhook::{self, Room};
 
 /// Plays the call and, when possible, waits for `call_finalized`.
 pub async fn run(config: &Config, workflow: Option<&str>, timeout: Duration) -> anyhow::Result<()> {
@@ -36,15 +36,17 @@ pub async fn run(config: &Config, workflow: Option<&str>, timeout: Duration) -> 
     let target = format!("http://{listen}{}", config.server.webhook_path);
 
     let mut arrivals = listen_on_loopback(&wf.events_webhook_url).await?;
-    let call = SimulatedCall::new(wf, config);
+    let call = simulated_call(wf, config);
     let key = &config.livekit.keys[0];
     let http = reqwest::Client::new();
     println!(
         "simulating a call in room {} (workflow {:?}) against {target}",
-        call.room_name, wf.slug
+        call.room.name, wf.slug
     );
-    for (label, body) in call.webhooks() {
-        let token = sign(&key.key, key.secret.expose(), body.as_bytes())?;
+    for step in WHOLE_CALL {
+        let label = label(&call, step, &config.recordings.bucket);
+        let body = call.webhook(step);
+        let token = token::sign(&key.key, key.secret.expose(), body.as_bytes())?;
         let response = http
             .post(&target)
             .header("Content-Type", "application/webhook+json")
@@ -126,170 +128,47 @@ async fn listen_on_loopback(url: &str) -> anyhow::Result<Option<mpsc::UnboundedR
     Ok(Some(rx))
 }
 
-fn sign(key: &str, secret: &str, body: &[u8]) -> anyhow::Result<String> {
-    let hash = base64::engine::general_purpose::STANDARD.encode(Sha256::digest(body));
-    Ok(AccessToken::with_api_key(key, secret)
-        .with_ttl(Duration::from_secs(300))
-        .with_sha256(&hash)
-        .to_jwt()?)
-}
-
-fn random_id(prefix: &str) -> String {
-    let s: String = rand::rng()
+/// A call in a fresh room the workflow claims (by name and by metadata), started 100 s
+/// ago on a whole second so the durations are easy to check by eye, recorded where
+/// the configured bucket would hold it.
+fn simulated_call(wf: &Workflow, config: &Config) -> Call {
+    let t0_ms = crate::store::now_ms() / 1000 * 1000 - 100_000;
+    let slug: String = rand::rng()
         .sample_iter(Alphanumeric)
-        .take(12)
-        .map(char::from)
+        .take(8)
+        .map(|b| (b as char).to_ascii_lowercase())
         .collect();
-    format!("{prefix}{s}")
+    let room_name = format!(
+        "VOICEKIT_workflow_{slug}_{}",
+        rand::rng().random_range(1000..9999)
+    );
+    let room_sid = webhook::new_event_id().replacen("EV_", "RM_", 1);
+    let room = Room::new(&room_sid, &room_name, t0_ms)
+        .with_metadata(&json!({ "workflow_slug": wf.slug }).to_string());
+    let bucket = &config.recordings.bucket;
+    let location_base = match &config.recordings.endpoint {
+        Some(endpoint) => format!("{}/{bucket}", endpoint.trim_end_matches('/')),
+        None => format!("https://{bucket}.s3.amazonaws.com"),
+    };
+    Call::new(room, "+15551230001", "+15557650002", &location_base)
 }
 
-/// The timeline of one call, in LiveKit's protojson shapes.
-struct SimulatedCall {
-    room_sid: String,
-    room_name: String,
-    metadata: String,
-    bucket: String,
-    location_base: String,
-    /// Room creation, on a whole second so the durations are easy to check by eye.
-    t0: i64,
-}
-
-impl SimulatedCall {
-    fn new(wf: &Workflow, config: &Config) -> SimulatedCall {
-        let t0 = crate::store::now_ms() / 1000 - 100;
-        let slug: String = rand::rng()
-            .sample_iter(Alphanumeric)
-            .take(8)
-            .map(|b| (b as char).to_ascii_lowercase())
-            .collect();
-        let room_name = format!(
-            "VOICEKIT_workflow_{slug}_{}",
-            rand::rng().random_range(1000..9999)
-        );
-        let bucket = config.recordings.bucket.clone();
-        let location_base = match &config.recordings.endpoint {
-            Some(endpoint) => format!("{}/{bucket}", endpoint.trim_end_matches('/')),
-            None => format!("https://{bucket}.s3.amazonaws.com"),
-        };
-        SimulatedCall {
-            room_sid: random_id("RM_"),
-            room_name,
-            metadata: json!({ "workflow_slug": wf.slug }).to_string(),
-            bucket,
-            location_base,
-            t0,
-        }
-    }
-
-    fn room(&self) -> Value {
-        json!({ "sid": self.room_sid, "name": self.room_name, "emptyTimeout": 300,
-                "departureTimeout": 20, "creationTime": self.t0.to_string(),
-                "creationTimeMs": (self.t0 * 1000).to_string(), "metadata": self.metadata })
-    }
-
-    fn event(&self, event: &str, at_s: i64, extra: Value) -> String {
-        let mut body = json!({ "event": event, "room": self.room() });
-        if let (Value::Object(b), Value::Object(e)) = (&mut body, extra) {
-            b.extend(e);
-        }
-        body["id"] = json!(random_id("EV_"));
-        body["createdAt"] = json!(at_s.to_string());
-        body.to_string()
-    }
-
-    fn participant(
-        sid: &str,
-        identity: &str,
-        kind: &str,
-        joined_ms: i64,
-        attributes: Value,
-    ) -> Value {
-        json!({ "sid": sid, "identity": identity, "state": "ACTIVE",
-                "joinedAt": (joined_ms / 1000).to_string(), "joinedAtMs": joined_ms.to_string(),
-                "kind": kind, "attributes": attributes })
-    }
-
-    fn webhooks(&self) -> Vec<(String, String)> {
-        let t0 = self.t0;
-        let phone = "+15551230001";
-        let sip = Self::participant(
-            "PA_simcaller",
-            &format!("sip_{phone}"),
-            "SIP",
-            t0 * 1000 + 1_200,
-            json!({ "sip.phoneNumber": phone, "sip.trunkPhoneNumber": "+15557650002",
-                    "sip.callID": "SCL_simulated", "sip.callStatus": "active" }),
-        );
-        let agent = Self::participant(
-            "PA_simagent",
-            "agent-simulated",
-            "AGENT",
-            t0 * 1000 + 2_000,
-            json!({}),
-        );
-        let egress_id = random_id("EG_");
-        let key = format!("recordings/{}/{}.ogg", self.room_name, egress_id);
-        let egress = |status: Option<&str>, ended: bool| {
-            let mut info = json!({ "egressId": egress_id, "roomId": self.room_sid,
-                "roomName": self.room_name, "startedAt": ((t0 + 3) * 1_000_000_000).to_string() });
-            if let Some(s) = status {
-                info["status"] = json!(s);
-            }
-            if ended {
-                let file = json!({ "filename": key, "startedAt": ((t0 + 3) * 1_000_000_000).to_string(),
-                    "endedAt": ((t0 + 96) * 1_000_000_000).to_string(), "duration": "93000000000",
-                    "size": "1442477", "location": format!("{}/{key}", self.location_base) });
-                info["endedAt"] = json!(((t0 + 97) * 1_000_000_000).to_string());
-                info["fileResults"] = json!([file]);
-                info["file"] = file;
-            }
-            json!({ "egressInfo": info, "room": { "sid": self.room_sid, "name": self.room_name } })
-        };
-        let mut out = vec![
-            (
-                "room_started".to_owned(),
-                self.event("room_started", t0, json!({})),
-            ),
-            (
-                format!("participant_joined (SIP caller {phone})"),
-                self.event("participant_joined", t0 + 1, json!({ "participant": sip })),
-            ),
-            (
-                "participant_joined (agent)".to_owned(),
-                self.event(
-                    "participant_joined",
-                    t0 + 2,
-                    json!({ "participant": agent }),
-                ),
-            ),
-            (
-                "egress_started".to_owned(),
-                self.event("egress_started", t0 + 3, egress(None, false)),
-            ),
-            (
-                "participant_left (SIP caller)".to_owned(),
-                self.event("participant_left", t0 + 94, json!({ "participant": sip })),
-            ),
-            (
-                "participant_left (agent)".to_owned(),
-                self.event("participant_left", t0 + 95, json!({ "participant": agent })),
-            ),
-            (
-                "room_finished".to_owned(),
-                self.event("room_finished", t0 + 96, json!({})),
-            ),
-        ];
-        let mut ended = self.event(
-            "egress_ended",
-            t0 + 97,
-            egress(Some("EGRESS_COMPLETE"), true),
-        );
-        // Egress events carry only the room's sid and name.
-        if let Ok(mut v) = serde_json::from_str::<Value>(&ended) {
-            v["room"] = json!({ "sid": self.room_sid, "name": self.room_name });
-            ended = v.to_string();
-        }
-        out.push((format!("egress_ended (s3://{}/{key})", self.bucket), ended));
-        out
+/// What `step` is, as the simulation prints it.
+fn label(call: &Call, step: Step, bucket: &str) -> String {
+    let phone = call
+        .caller
+        .attributes
+        .iter()
+        .find(|(k, _)| k == "sip.phoneNumber")
+        .map_or("", |(_, v)| v.as_str());
+    match step {
+        Step::RoomStarted => "room_started".into(),
+        Step::CallerJoined => format!("participant_joined (SIP caller {phone})"),
+        Step::AgentJoined => "participant_joined (agent)".into(),
+        Step::EgressStarted => "egress_started".into(),
+        Step::CallerLeft => "participant_left (SIP caller)".into(),
+        Step::AgentLeft => "participant_left (agent)".into(),
+        Step::RoomFinished => "room_finished".into(),
+        Step::EgressEnded => format!("egress_ended (s3://{bucket}/{})", call.recording.filename),
     }
 }
