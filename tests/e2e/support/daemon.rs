@@ -55,12 +55,6 @@ impl Launch {
         self
     }
 
-    /// Runs `program` instead of the built binary (to check the harness itself).
-    pub fn program(mut self, program: &Path) -> Launch {
-        self.program = program.to_owned();
-        self
-    }
-
     /// Starts the process and waits until it is ready; panics (with its stderr) if it
     /// exits first or is not ready within 60 s.
     pub async fn start(self) -> Daemon {

@@ -1,14 +1,8 @@
 //! LiveKit webhook bodies for the suite: the crate's testkit builders
 //! (`voicekit_bridge::testkit::webhook`, the same ones `simulate` and the bench use),
-//! plus what only this suite knows: its fixture files and the room its config maps.
+//! plus what only this suite knows: the room its config maps.
 
 pub use voicekit_bridge::testkit::webhook::*;
-
-/// The text of `tests/fixtures/{name}.json`, byte for byte (trailing newline included).
-pub fn fixture(name: &str) -> String {
-    let path = format!("{}/tests/fixtures/{name}.json", env!("CARGO_MANIFEST_DIR"));
-    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read fixture {path}: {e}"))
-}
 
 /// A fresh instance of a room the test config's first workflow (`room_pattern`) claims.
 pub fn mapped_room() -> Room {
