@@ -1,4 +1,4 @@
-//! Issue 5's benchmark: how fast the release daemon ingests LiveKit webhooks, measured
+//! The ingest benchmark: how fast the release daemon ingests LiveKit webhooks, measured
 //! against what a bare axum route does on the same machine, with SQLite and with
 //! PostgreSQL as the store.
 //!
@@ -34,9 +34,9 @@
 //! server's version and durability settings in `results.postgres.server`. Every flag has
 //! an environment variable (`--help`). Run without `--bench` (as `cargo test
 //! --all-targets` does) it is a seconds-long smoke test of the same code paths that
-//! fails when any phase does not work, and writes nothing into the repository; its
-//! PostgreSQL phases run only when the server answers within 2 s (otherwise a note says
-//! they were skipped), while a real run fails when PostgreSQL is asked for and absent.
+//! fails when any phase does not work, and writes nothing into the repository; it runs
+//! on the test suite's store (SQLite, or PostgreSQL when `VOICEKIT_TEST_STORE=postgres`)
+//! unless `--stores` says otherwise. A run fails when a store it is asked for is absent.
 
 mod calls;
 mod ceiling;
@@ -82,8 +82,20 @@ impl StoreKind {
     }
 }
 
+/// The stores a run measures when `--stores` is not given: both for a real run; for a
+/// smoke run the test suite's one, so `cargo test` needs PostgreSQL only when the
+/// suite is asked to run on it.
+fn default_stores(smoke: bool) -> Vec<StoreKind> {
+    let suite_on_postgres = std::env::var("VOICEKIT_TEST_STORE").as_deref() == Ok("postgres");
+    match (smoke, suite_on_postgres) {
+        (false, _) => vec![StoreKind::Sqlite, StoreKind::Postgres],
+        (true, false) => vec![StoreKind::Sqlite],
+        (true, true) => vec![StoreKind::Postgres],
+    }
+}
+
 #[derive(Parser, Debug)]
-#[command(about = "voicekit-bridge ingest benchmark (issue 5)")]
+#[command(about = "voicekit-bridge ingest benchmark")]
 struct Args {
     /// Seconds of each closed-loop phase (baseline, ingest).
     #[arg(long, env = "BENCH_SECS", default_value_t = 10.0)]
@@ -118,15 +130,11 @@ struct Args {
     )]
     phases: Vec<String>,
     /// Stores to run ingest, e2e and memory against, comma separated, in this order
-    /// (the baseline has no store and runs once).
-    #[arg(
-        long,
-        env = "BENCH_STORES",
-        value_enum,
-        default_value = "sqlite,postgres",
-        value_delimiter = ','
-    )]
-    stores: Vec<StoreKind>,
+    /// (the baseline has no store and runs once). Default: `sqlite,postgres`; a smoke
+    /// run takes the test suite's store instead (PostgreSQL when
+    /// `VOICEKIT_TEST_STORE=postgres`, else SQLite).
+    #[arg(long, env = "BENCH_STORES", value_enum, value_delimiter = ',')]
+    stores: Option<Vec<StoreKind>>,
     /// The PostgreSQL server of the postgres store, without a database: every phase's
     /// daemon gets a fresh database `vkb_bench_<random>` on it, dropped afterwards.
     #[arg(
@@ -397,6 +405,7 @@ async fn bench(args: Args) -> anyhow::Result<()> {
     } else {
         (tmp.path().to_owned(), Some(tmp))
     };
+    let stores = args.stores.clone().unwrap_or_else(|| default_stores(smoke));
     let receiver = Receiver::start().await?;
     let closed = Duration::from_secs_f64(args.secs);
     let planned = 4.0 * args.secs + args.e2e_secs + 300.0;
@@ -407,14 +416,9 @@ async fn bench(args: Args) -> anyhow::Result<()> {
         std::thread::available_parallelism().map_or(0, |n| n.get()),
         args.connections,
         args.secs,
-        args.stores
-            .iter()
-            .map(|s| s.key())
-            .collect::<Vec<_>>()
-            .join(","),
+        stores.iter().map(|s| s.key()).collect::<Vec<_>>().join(","),
         if smoke { " (smoke run)" } else { "" }
     );
-    let stores = args.stores.clone();
     let mut ctx = Ctx {
         args,
         smoke,
@@ -455,15 +459,6 @@ async fn bench(args: Args) -> anyhow::Result<()> {
             StoreKind::Sqlite => Store::Sqlite,
             StoreKind::Postgres => match postgres(&ctx).await {
                 Ok(server) => Store::Postgres(server),
-                Err(e) if smoke => {
-                    let why = format!(
-                        "PostgreSQL at {} did not answer: {e}",
-                        pg::redact(&ctx.args.postgres_url)
-                    );
-                    println!("  note: skipping the PostgreSQL phases of the smoke run: {why}");
-                    out.insert("postgres".into(), json!(format!("skipped: {why}")));
-                    continue;
-                }
                 Err(e) => {
                     return Err(e.context(format!(
                         "PostgreSQL at {} (--postgres-url) did not answer; start it or pass --stores sqlite",
