@@ -1,6 +1,9 @@
 //! The end-to-end suite: one test binary, one module per area, sharing one harness.
 //!
 //! Every test drives the real `voicekit-bridge` binary over loopback (see `support`).
+//! The tests share this one process and none changes process-wide state: each daemon
+//! is a child process given its own environment, directory and ports, so no test needs
+//! a binary of its own.
 
 mod support;
 

@@ -26,6 +26,8 @@ use super::signer;
 const READY_PREFIX: &str = "voicekit-bridge listening on ";
 /// How long the daemon may take to print it.
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
+/// The daemon binary cargo built for this test run.
+const PROGRAM: &str = env!("CARGO_BIN_EXE_voicekit-bridge");
 /// Name of the config file written into the daemon's directory.
 const CONFIG_FILE: &str = "voicekit-bridge.toml";
 /// In the config text, replaced by the daemon's directory (e.g. for the SQLite file).
@@ -38,7 +40,6 @@ pub struct Launch {
     config: String,
     dir: Option<PathBuf>,
     env: Vec<(String, String)>,
-    program: PathBuf,
 }
 
 impl Launch {
@@ -70,7 +71,7 @@ impl Launch {
         let config = self.config.replace(DIR_PLACEHOLDER, &dir.to_string_lossy());
         std::fs::write(&config_path, config).expect("write daemon config");
 
-        let mut command = Command::new(&self.program);
+        let mut command = Command::new(PROGRAM);
         command
             .arg("run")
             .arg("--config")
@@ -88,7 +89,7 @@ impl Launch {
             .kill_on_drop(true);
         let mut child = command
             .spawn()
-            .unwrap_or_else(|e| panic!("spawn {}: {e}", self.program.display()));
+            .unwrap_or_else(|e| panic!("spawn {PROGRAM}: {e}"));
 
         let stderr: Lines = Lines::default();
         let stderr_task = drain(
@@ -186,7 +187,6 @@ impl Daemon {
             config: config_toml.to_owned(),
             dir: None,
             env: Vec::new(),
-            program: PathBuf::from(env!("CARGO_BIN_EXE_voicekit-bridge")),
         }
     }
 
