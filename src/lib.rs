@@ -17,9 +17,9 @@ pub mod reconcile;
 pub mod recording;
 pub mod reload;
 pub mod shutdown;
-pub mod simulate;
 pub mod store;
 pub mod systemd;
+pub mod testkit;
 
 use std::{io::Write, path::PathBuf, sync::Arc, time::Duration};
 

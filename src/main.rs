@@ -260,7 +260,7 @@ fn main() -> ExitCode {
                 Err(code) => return code,
             };
             let timeout = std::time::Duration::from_secs(timeout_secs);
-            block_on(voicekit_bridge::simulate::run(
+            block_on(voicekit_bridge::cli::simulate::run(
                 &config,
                 workflow.as_deref(),
                 timeout,

@@ -1,4 +1,4 @@
-//! Issue 5's benchmark: how fast the release daemon ingests LiveKit webhooks, measured
+//! The ingest benchmark: how fast the release daemon ingests LiveKit webhooks, measured
 //! against what a bare axum route does on the same machine, with SQLite and with
 //! PostgreSQL as the store.
 //!
@@ -34,9 +34,9 @@
 //! server's version and durability settings in `results.postgres.server`. Every flag has
 //! an environment variable (`--help`). Run without `--bench` (as `cargo test
 //! --all-targets` does) it is a seconds-long smoke test of the same code paths that
-//! fails when any phase does not work, and writes nothing into the repository; its
-//! PostgreSQL phases run only when the server answers within 2 s (otherwise a note says
-//! they were skipped), while a real run fails when PostgreSQL is asked for and absent.
+//! fails when any phase does not work, and writes nothing into the repository; it runs
+//! on the test suite's store (SQLite, or PostgreSQL when `VOICEKIT_TEST_STORE=postgres`)
+//! unless `--stores` says otherwise. A run fails when a store it is asked for is absent.
 
 mod calls;
 mod ceiling;
@@ -55,11 +55,12 @@ use anyhow::{Context, bail};
 use clap::{Parser, ValueEnum};
 use serde_json::{Map, Value, json};
 
-use calls::{CALL_START, Emits, FULL_CALL};
+use calls::Emits;
 use ceiling::{CEILING_READY, Ceiling};
 use load::{Mode, Target, percentiles};
 use procs::{CpuMeter, CpuUse, Proc, RssSampler};
 use receiver::Receiver;
+use voicekit_bridge::testkit::call::{CALL_START, WHOLE_CALL};
 
 const WEBHOOK_PATH: &str = "/livekit/webhook";
 const DAEMON_READY: &str = "voicekit-bridge listening on ";
@@ -81,8 +82,20 @@ impl StoreKind {
     }
 }
 
+/// The stores a run measures when `--stores` is not given: both for a real run; for a
+/// smoke run the test suite's one, so `cargo test` needs PostgreSQL only when the
+/// suite is asked to run on it.
+fn default_stores(smoke: bool) -> Vec<StoreKind> {
+    let suite_on_postgres = std::env::var("VOICEKIT_TEST_STORE").as_deref() == Ok("postgres");
+    match (smoke, suite_on_postgres) {
+        (false, _) => vec![StoreKind::Sqlite, StoreKind::Postgres],
+        (true, false) => vec![StoreKind::Sqlite],
+        (true, true) => vec![StoreKind::Postgres],
+    }
+}
+
 #[derive(Parser, Debug)]
-#[command(about = "voicekit-bridge ingest benchmark (issue 5)")]
+#[command(about = "voicekit-bridge ingest benchmark")]
 struct Args {
     /// Seconds of each closed-loop phase (baseline, ingest).
     #[arg(long, env = "BENCH_SECS", default_value_t = 10.0)]
@@ -117,15 +130,11 @@ struct Args {
     )]
     phases: Vec<String>,
     /// Stores to run ingest, e2e and memory against, comma separated, in this order
-    /// (the baseline has no store and runs once).
-    #[arg(
-        long,
-        env = "BENCH_STORES",
-        value_enum,
-        default_value = "sqlite,postgres",
-        value_delimiter = ','
-    )]
-    stores: Vec<StoreKind>,
+    /// (the baseline has no store and runs once). Default: `sqlite,postgres`; a smoke
+    /// run takes the test suite's store instead (PostgreSQL when
+    /// `VOICEKIT_TEST_STORE=postgres`, else SQLite).
+    #[arg(long, env = "BENCH_STORES", value_enum, value_delimiter = ',')]
+    stores: Option<Vec<StoreKind>>,
     /// The PostgreSQL server of the postgres store, without a database: every phase's
     /// daemon gets a fresh database `vkb_bench_<random>` on it, dropped afterwards.
     #[arg(
@@ -396,6 +405,7 @@ async fn bench(args: Args) -> anyhow::Result<()> {
     } else {
         (tmp.path().to_owned(), Some(tmp))
     };
+    let stores = args.stores.clone().unwrap_or_else(|| default_stores(smoke));
     let receiver = Receiver::start().await?;
     let closed = Duration::from_secs_f64(args.secs);
     let planned = 4.0 * args.secs + args.e2e_secs + 300.0;
@@ -406,14 +416,9 @@ async fn bench(args: Args) -> anyhow::Result<()> {
         std::thread::available_parallelism().map_or(0, |n| n.get()),
         args.connections,
         args.secs,
-        args.stores
-            .iter()
-            .map(|s| s.key())
-            .collect::<Vec<_>>()
-            .join(","),
+        stores.iter().map(|s| s.key()).collect::<Vec<_>>().join(","),
         if smoke { " (smoke run)" } else { "" }
     );
-    let stores = args.stores.clone();
     let mut ctx = Ctx {
         args,
         smoke,
@@ -454,15 +459,6 @@ async fn bench(args: Args) -> anyhow::Result<()> {
             StoreKind::Sqlite => Store::Sqlite,
             StoreKind::Postgres => match postgres(&ctx).await {
                 Ok(server) => Store::Postgres(server),
-                Err(e) if smoke => {
-                    let why = format!(
-                        "PostgreSQL at {} did not answer: {e}",
-                        pg::redact(&ctx.args.postgres_url)
-                    );
-                    println!("  note: skipping the PostgreSQL phases of the smoke run: {why}");
-                    out.insert("postgres".into(), json!(format!("skipped: {why}")));
-                    continue;
-                }
                 Err(e) => {
                     return Err(e.context(format!(
                         "PostgreSQL at {} (--postgres-url) did not answer; start it or pass --stores sqlite",
@@ -560,7 +556,7 @@ async fn bench_server(
         "b",
         4 * args.connections as u64,
         args.connections,
-        FULL_CALL,
+        &WHOLE_CALL,
         ctx.ttl,
     );
     let exe = std::env::current_exe()?;
@@ -584,7 +580,7 @@ async fn bench_server(
     let cpu = meter.stop();
     if ctx.smoke && checks_tokens {
         // A server that skipped the check would be measured doing less than the daemon.
-        let mut tampered = calls::queues("t", 1, 1, FULL_CALL, ctx.ttl)[0][0].clone();
+        let mut tampered = calls::queues("t", 1, 1, &WHOLE_CALL, ctx.ttl)[0][0].clone();
         tampered.body = format!("{} ", String::from_utf8_lossy(&tampered.body)).into();
         let status = load::post_one(&target, &tampered).await?;
         if status != hyper::StatusCode::UNAUTHORIZED {
@@ -700,9 +696,9 @@ async fn ingest(
     out: &mut Map<String, Value>,
 ) -> anyhow::Result<()> {
     let (args, receiver, label) = (&ctx.args, &ctx.receiver, store.label());
-    let calls = ((args.max_rate * args.secs) / FULL_CALL.len() as f64).ceil() as u64;
+    let calls = ((args.max_rate * args.secs) / WHOLE_CALL.len() as f64).ceil() as u64;
     let started = Instant::now();
-    let queues = calls::queues("i", calls, args.connections, FULL_CALL, ctx.ttl);
+    let queues = calls::queues("i", calls, args.connections, &WHOLE_CALL, ctx.ttl);
     let total: usize = queues.iter().map(Vec::len).sum();
     let bytes: usize = queues.iter().flatten().map(|w| w.body.len()).sum();
     println!(
@@ -818,9 +814,9 @@ async fn e2e(
     out: &mut Map<String, Value>,
 ) -> anyhow::Result<()> {
     let (args, receiver, label) = (&ctx.args, &ctx.receiver, store.label());
-    let calls = (args.e2e_rate * args.e2e_secs / FULL_CALL.len() as f64).ceil() as u64
+    let calls = (args.e2e_rate * args.e2e_secs / WHOLE_CALL.len() as f64).ceil() as u64
         + args.e2e_connections as u64;
-    let queues = calls::queues("e", calls, args.e2e_connections, FULL_CALL, ctx.ttl);
+    let queues = calls::queues("e", calls, args.e2e_connections, &WHOLE_CALL, ctx.ttl);
     let dir = ctx.phase_dir(store, "e2e")?;
     let fresh = store.fresh(&dir, args.keep);
     receiver.reset();
@@ -927,7 +923,7 @@ async fn memory(
     out: &mut Map<String, Value>,
 ) -> anyhow::Result<()> {
     let (args, receiver, label) = (&ctx.args, &ctx.receiver, store.label());
-    let queues = calls::queues("m", args.calls, args.connections, CALL_START, ctx.ttl);
+    let queues = calls::queues("m", args.calls, args.connections, &CALL_START, ctx.ttl);
     let dir = ctx.phase_dir(store, "memory")?;
     let fresh = store.fresh(&dir, args.keep);
     receiver.reset();

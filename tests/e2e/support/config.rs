@@ -40,11 +40,19 @@ pub struct TestConfig {
     pub store_url: String,
 }
 
+/// Whether this run of the suite is on PostgreSQL (`VOICEKIT_TEST_STORE=postgres`, as
+/// the second pass of `scripts/test.sh` sets it). Without it no test touches PostgreSQL,
+/// so `cargo test` passes on a machine that has none.
+pub fn postgres_requested() -> bool {
+    std::env::var("VOICEKIT_TEST_STORE").as_deref() == Ok("postgres")
+}
+
 /// The store the suite runs against: SQLite unless `VOICEKIT_TEST_STORE=postgres`.
 pub fn test_store_url() -> String {
-    match std::env::var("VOICEKIT_TEST_STORE").as_deref() {
-        Ok("postgres") => postgres_test_url(),
-        _ => "sqlite://voicekit-bridge.db".into(),
+    if postgres_requested() {
+        postgres_test_url()
+    } else {
+        "sqlite://voicekit-bridge.db".into()
     }
 }
 

@@ -4,17 +4,16 @@
 //! under retries and early egress, and that a crash in the middle of a call loses
 //! nothing.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 
+use support::poll::DAEMON_REACTION;
 use support::{
     Daemon, Moto, Received, Receiver, TestConfig,
     config::{API_KEY, API_SECRET, BUCKET, WORKFLOW_SLUG},
     lk::{self, FileResult, Participant, Room},
 };
-
-const WAIT: Duration = Duration::from_secs(20);
 
 // One call's timeline, in LiveKit's clocks (fixed, so expected bytes are literal).
 const ROOM_SID: &str = "RM_kfWfYGzHvVYy";
@@ -135,9 +134,9 @@ async fn full_call_delivers_the_three_events_byte_for_byte_with_a_working_record
     )
     .await;
 
-    let started = receiver.next(WAIT).await;
-    let ended = receiver.next(WAIT).await;
-    let finalized = receiver.next(WAIT).await;
+    let started = receiver.next(DAEMON_REACTION).await;
+    let ended = receiver.next(DAEMON_REACTION).await;
+    let finalized = receiver.next(DAEMON_REACTION).await;
     for r in [&started, &ended, &finalized] {
         assert_delivery_headers(r);
     }
@@ -190,9 +189,11 @@ async fn each_new_call_and_each_queued_event_is_logged_exactly_once() {
     };
     // Each line is written before its webhook's 200; the test's reader of the
     // daemon's stderr may not have read the last ones yet.
-    support::poll::eventually(WAIT, "three queued events in the log", async || {
-        lines("queued VoiceKit event").len() >= 3
-    })
+    support::poll::eventually(
+        DAEMON_REACTION,
+        "three queued events in the log",
+        async || lines("queued VoiceKit event").len() >= 3,
+    )
     .await;
     let queued = lines("queued VoiceKit event");
     assert_eq!(queued.len(), 3, "{queued:#?}");
@@ -228,14 +229,14 @@ async fn egress_ended_before_room_finished_still_arrives_after_call_ended() {
         &egress_ended("EGRESS_COMPLETE", Some(&file(&location))),
     )
     .await;
-    assert_eq!(receiver.next(WAIT).await.text(), CALL_STARTED);
+    assert_eq!(receiver.next(DAEMON_REACTION).await.text(), CALL_STARTED);
     // Nothing may overtake call_ended.
     receiver.expect_nothing(Duration::from_millis(500)).await;
     post(&daemon, &finished).await;
-    assert_eq!(receiver.next(WAIT).await.text(), CALL_ENDED);
+    assert_eq!(receiver.next(DAEMON_REACTION).await.text(), CALL_ENDED);
     // Public URL mode: base URL + key.
     assert_eq!(
-        receiver.next(WAIT).await.text(),
+        receiver.next(DAEMON_REACTION).await.text(),
         call_finalized(
             &format!("\"https://recordings.example.com/{KEY}\""),
             "EGRESS_COMPLETE",
@@ -255,9 +256,9 @@ async fn finalized_with(moto: &Moto, status: &str) -> (Daemon, String) {
     }
     let location = format!("{}/{BUCKET}/{KEY}", moto.endpoint());
     post(&daemon, &egress_ended(status, Some(&file(&location)))).await;
-    assert_eq!(receiver.next(WAIT).await.text(), CALL_STARTED);
-    assert_eq!(receiver.next(WAIT).await.text(), CALL_ENDED);
-    let finalized = receiver.next(WAIT).await.text();
+    assert_eq!(receiver.next(DAEMON_REACTION).await.text(), CALL_STARTED);
+    assert_eq!(receiver.next(DAEMON_REACTION).await.text(), CALL_ENDED);
+    let finalized = receiver.next(DAEMON_REACTION).await.text();
     (daemon, finalized)
 }
 
@@ -281,7 +282,7 @@ async fn recording_missing_from_s3_is_finalized_with_a_null_url() {
         call_finalized("null", "EGRESS_COMPLETE", &RECORDING.len().to_string())
     );
     daemon
-        .wait_for_stderr("recording not found in S3", WAIT)
+        .wait_for_stderr("recording not found in S3", DAEMON_REACTION)
         .await;
 }
 
@@ -292,16 +293,16 @@ async fn failed_deliveries_are_retried_with_the_same_id_and_bytes_and_order_hold
     for body in call_until_finished() {
         post(&daemon, &body).await;
     }
-    let first = receiver.next(WAIT).await;
-    let second = receiver.next(WAIT).await;
-    let third = receiver.next(WAIT).await;
+    let first = receiver.next(DAEMON_REACTION).await;
+    let second = receiver.next(DAEMON_REACTION).await;
+    let third = receiver.next(DAEMON_REACTION).await;
     for retry in [&second, &third] {
         assert_eq!(retry.header("webhook-id"), first.header("webhook-id"));
         assert_eq!(retry.body, first.body);
     }
     assert_eq!(third.text(), CALL_STARTED);
     // call_ended only after call_started finally succeeded.
-    let ended = receiver.next(WAIT).await;
+    let ended = receiver.next(DAEMON_REACTION).await;
     assert_eq!(ended.text(), CALL_ENDED);
     assert_ne!(ended.header("webhook-id"), first.header("webhook-id"));
 }
@@ -317,10 +318,10 @@ async fn an_endpoint_that_never_answers_2xx_gets_a_bounded_number_of_attempts() 
     .await;
     // The schedule has three retries: four attempts, then the delivery is failed.
     for _ in 0..4 {
-        receiver.next(WAIT).await;
+        receiver.next(DAEMON_REACTION).await;
     }
     daemon
-        .wait_for_stderr("delivery failed for the last time", WAIT)
+        .wait_for_stderr("delivery failed for the last time", DAEMON_REACTION)
         .await;
     receiver.expect_nothing(Duration::from_millis(800)).await;
 }
@@ -340,7 +341,7 @@ async fn a_restart_in_the_middle_of_a_call_loses_nothing() {
         post(&first, body).await;
     }
     first
-        .wait_for_stderr("delivery failed; will retry", WAIT)
+        .wait_for_stderr("delivery failed; will retry", DAEMON_REACTION)
         .await;
     first.kill().await;
 
@@ -348,20 +349,20 @@ async fn a_restart_in_the_middle_of_a_call_loses_nothing() {
     let mut receiver = Receiver::start().await;
     config.events_webhook_url = receiver.url("/hooks/voicekit");
     let second = Daemon::start_in(dir.path(), &config.toml()).await;
-    assert_eq!(receiver.next(WAIT).await.text(), CALL_STARTED);
+    assert_eq!(receiver.next(DAEMON_REACTION).await.text(), CALL_STARTED);
     // LiveKit retries what it did not get a 200 for; what was accepted is not redone.
     post(&second, &bodies[2]).await;
     for body in &bodies[3..] {
         post(&second, body).await;
     }
-    assert_eq!(receiver.next(WAIT).await.text(), CALL_ENDED);
+    assert_eq!(receiver.next(DAEMON_REACTION).await.text(), CALL_ENDED);
     let location = format!("https://{BUCKET}.s3.amazonaws.com/{KEY}");
     post(
         &second,
         &egress_ended("EGRESS_COMPLETE", Some(&file(&location))),
     )
     .await;
-    let finalized = receiver.next(WAIT).await;
+    let finalized = receiver.next(DAEMON_REACTION).await;
     assert_eq!(finalized.json()["data"]["call_id"], 1);
     receiver.expect_nothing(Duration::from_millis(300)).await;
 }
@@ -377,15 +378,21 @@ async fn a_reused_room_name_is_a_new_call_and_metadata_picks_the_workflow() {
     )
     .await;
     post(&daemon, &lk::room_finished(&first, FINISHED_S)).await;
-    assert_eq!(receiver.next(WAIT).await.json()["data"]["call_id"], 1);
-    assert_eq!(receiver.next(WAIT).await.json()["data"]["call_id"], 1);
+    assert_eq!(
+        receiver.next(DAEMON_REACTION).await.json()["data"]["call_id"],
+        1
+    );
+    assert_eq!(
+        receiver.next(DAEMON_REACTION).await.json()["data"]["call_id"],
+        1
+    );
 
     // Same name, new instance; metadata names the other workflow, no phone anywhere.
     let again = Room::new("RM_secondInstance", ROOM_NAME, CREATED_MS + 3_600_000)
         .with_metadata(r#"{"workflow_slug":"sales"}"#);
     let later_agent = Participant::agent("PA_agent2", "agent-2", CREATED_MS + 3_601_000);
     post(&daemon, &lk::participant_joined(&again, &later_agent, 0)).await;
-    let started = receiver.next(WAIT).await.json();
+    let started = receiver.next(DAEMON_REACTION).await.json();
     assert_eq!(
         started["data"],
         serde_json::json!({"call_id": 2, "workflow_slug": "sales", "phone_number": null})
@@ -405,10 +412,10 @@ async fn a_room_that_finishes_without_an_agent_still_gets_call_started_first() {
     .await;
     post(&daemon, &lk::participant_left(&room, &sip(), SIP_LEFT_S)).await;
     post(&daemon, &lk::room_finished(&room, FINISHED_S)).await;
-    let started = receiver.next(WAIT).await.json();
+    let started = receiver.next(DAEMON_REACTION).await.json();
     assert_eq!(started["event"], "call_started");
     assert_eq!(started["timestamp"], "2025-10-23T15:49:27.123Z");
-    let ended = receiver.next(WAIT).await.json();
+    let ended = receiver.next(DAEMON_REACTION).await.json();
     assert_eq!(ended["event"], "call_ended");
     // From room creation (…27.123) to the caller leaving (…15:51:59): 151.877 s.
     assert_eq!(ended["data"]["duration_seconds"], 151);

@@ -6,9 +6,7 @@
 //! a short `api.token` is an error, a weak LiveKit secret or a readable file of inline
 //! secrets a warning.
 
-mod support;
-
-use std::time::Duration;
+use crate::support;
 
 use serde_json::{Value, json};
 
@@ -16,7 +14,7 @@ use support::config::{API_SECRET, WORKFLOW_SLUG};
 use support::operator::{api_addr, api_url, with_api_token};
 use support::{Daemon, TestConfig};
 
-const WAIT: Duration = Duration::from_secs(20);
+use support::poll::DAEMON_REACTION as WAIT;
 
 fn config() -> TestConfig {
     TestConfig::new("http://127.0.0.1:9/hook")

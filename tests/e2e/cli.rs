@@ -4,7 +4,7 @@
 //! `run` refuses an invalid config before starting anything, and `simulate` plays a
 //! whole call against a running daemon and prints the three VoiceKit events it caused.
 
-mod support;
+use crate::support;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

@@ -1,14 +1,13 @@
 //! Shared harness for the end-to-end tests.
 //!
-//! Every test in `tests/` drives the real `voicekit-bridge` binary over loopback
+//! Every test in `tests/e2e/` drives the real `voicekit-bridge` binary over loopback
 //! against real collaborators: an S3-compatible server ([`Moto`]), an HTTP endpoint
 //! standing in for the customer ([`Receiver`]), and webhook bodies and tokens in
-//! LiveKit's exact wire format ([`lk`], [`signer`]). Nothing here is mocked inside
-//! the process under test.
+//! LiveKit's exact wire format from the crate's testkit ([`lk`], [`signer`]). Nothing
+//! here is mocked inside the process under test.
 //!
-//! Each test file includes this module with `mod support;` and uses only part of it,
-//! so unused items and re-exports are expected rather than a sign of dead code.
-#![allow(dead_code, unused_imports)]
+//! It is compiled once, in the one e2e test binary, so whatever no test uses is
+//! reported as dead code.
 
 pub mod config;
 pub mod daemon;
@@ -17,7 +16,6 @@ pub mod lk;
 pub mod moto;
 pub mod operator;
 pub mod poll;
-pub mod protojson;
 pub mod receiver;
 pub mod signer;
 

@@ -8,22 +8,19 @@
 //! cases (`Bearer `, the rotation key, Go's extra spaces, unknown fields) check that the
 //! event really took effect: `call_started` arrives.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 
 use serde_json::{Value, json};
 use support::config::{API_KEY, API_SECRET, OLD_API_KEY, OLD_API_SECRET, WORKFLOW_SLUG};
 use support::lk::{self, Participant, Room};
+use support::poll::DAEMON_REACTION;
 use support::{Daemon, Receiver, TestConfig, poll, signer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// How long a negative check waits for a delivery that must not come.
 const QUIET: Duration = Duration::from_millis(500);
-/// How long a delivery that must come may take.
-const DELIVERY: Duration = Duration::from_secs(10);
-/// How long a log line may take to reach the harness.
-const LOG: Duration = Duration::from_secs(5);
 /// Chunk size of [`post_chunked`]'s hand-made chunked requests.
 const CHUNK: usize = 128;
 
@@ -78,14 +75,14 @@ fn rejection_reasons(stderr: &str) -> Vec<String> {
 /// Waits for the daemon to log the rejection, then asserts it logged exactly one, that
 /// it names `reason`, and that no configured secret appears anywhere on stderr.
 async fn assert_logged_reason(daemon: &Daemon, reason: &str) {
-    let reasons = poll::within(LOG, async || {
+    let reasons = poll::within(DAEMON_REACTION, async || {
         let reasons = rejection_reasons(&daemon.stderr_text());
         (!reasons.is_empty()).then_some(reasons)
     })
     .await
     .unwrap_or_else(|| {
         panic!(
-            "no \"webhook rejected: unauthorized\" line with reason= on stderr within {LOG:?}\n\
+            "no \"webhook rejected: unauthorized\" line with reason= on stderr within {DAEMON_REACTION:?}\n\
              --- stderr ---\n{}",
             daemon.stderr_text()
         )
@@ -270,7 +267,7 @@ async fn bearer_prefixed_token_is_accepted_and_delivers_call_started() {
 
     assert_ok(&answer, "accepted");
     assert_eq!(
-        receiver.next(DELIVERY).await.json()["event"],
+        receiver.next(DAEMON_REACTION).await.json()["event"],
         "call_started"
     );
     assert_no_secret_logged(&daemon);
@@ -285,7 +282,7 @@ async fn token_of_the_second_configured_key_is_accepted_and_delivers_call_starte
 
     assert_ok(&answer, "accepted");
     assert_eq!(
-        receiver.next(DELIVERY).await.json()["event"],
+        receiver.next(DAEMON_REACTION).await.json()["event"],
         "call_started"
     );
     assert_no_secret_logged(&daemon);
@@ -385,7 +382,7 @@ async fn chunked_body_under_max_body_bytes_is_accepted_and_delivers_call_started
 
     assert_ok(&answer, "accepted");
     assert_eq!(
-        receiver.next(DELIVERY).await.json()["event"],
+        receiver.next(DAEMON_REACTION).await.json()["event"],
         "call_started"
     );
 }
@@ -477,7 +474,7 @@ async fn agent_join_with_unknown_fields_and_enum_values_is_200_and_delivers_call
     let answer = daemon.post_signed(&body, API_KEY, API_SECRET).await;
 
     assert_ok(&answer, "accepted");
-    let started = receiver.next(DELIVERY).await.json();
+    let started = receiver.next(DAEMON_REACTION).await.json();
     assert_eq!(started["event"], "call_started");
     assert_eq!(started["data"]["workflow_slug"], WORKFLOW_SLUG);
 }
@@ -516,7 +513,7 @@ async fn same_event_id_twice_is_200_then_200_duplicate_and_call_started_delivere
     assert_ok(&first, "accepted");
     assert_ok(&second, "duplicate");
     assert_eq!(
-        receiver.next(DELIVERY).await.json()["event"],
+        receiver.next(DAEMON_REACTION).await.json()["event"],
         "call_started"
     );
     receiver.expect_nothing(QUIET).await;
@@ -532,7 +529,7 @@ async fn body_with_gos_extra_spaces_after_commas_is_accepted_and_delivers_call_s
     let answer = daemon.post_signed(&body, API_KEY, API_SECRET).await;
 
     assert_ok(&answer, "accepted");
-    let started = receiver.next(DELIVERY).await.json();
+    let started = receiver.next(DAEMON_REACTION).await.json();
     assert_eq!(started["event"], "call_started");
     assert_eq!(started["data"]["workflow_slug"], WORKFLOW_SLUG);
 }

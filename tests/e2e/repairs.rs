@@ -3,11 +3,12 @@
 //! a room_finished that never comes (the sweeper) and an egress_ended that never comes
 //! (ListEgress against a fake Egress API).
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 
 use serde_json::{Value, json};
+use support::poll::DAEMON_REACTION;
 use support::{
     Daemon, Receiver, Reply, TestConfig,
     config::{API_KEY, API_SECRET},
@@ -16,7 +17,6 @@ use support::{
     poll,
 };
 
-const WAIT: Duration = Duration::from_secs(20);
 const ROOM_NAME: &str = "VOICEKIT_workflow_hook1234_77";
 
 fn room() -> Room {
@@ -68,17 +68,19 @@ async fn call_started_hook_runtime_data_is_stored_and_written_into_the_room() {
     )
     .await;
 
-    let asked = hook.next(WAIT).await;
+    let asked = hook.next(DAEMON_REACTION).await;
     assert_eq!(asked.json()["event"], "call_started");
     standardwebhooks::Webhook::new("whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD")
         .unwrap()
         .verify(&asked.body, &asked.headers)
         .expect("the hook request is signed like any delivery");
-    assert_eq!(events.next(WAIT).await.body, asked.body);
+    assert_eq!(events.next(DAEMON_REACTION).await.body, asked.body);
 
-    poll::eventually(WAIT, "the room's metadata is updated", async || {
-        !livekit.metadata_updates().is_empty()
-    })
+    poll::eventually(
+        DAEMON_REACTION,
+        "the room's metadata is updated",
+        async || !livekit.metadata_updates().is_empty(),
+    )
     .await;
     let (room_name, metadata) = livekit.metadata_updates().remove(0);
     assert_eq!(room_name, ROOM_NAME);
@@ -106,9 +108,15 @@ async fn a_failing_hook_is_recorded_and_never_holds_up_the_calls_events() {
     )
     .await;
     post(&daemon, &lk::room_finished(&room(), 1_761_234_600)).await;
-    hook.next(WAIT).await;
-    assert_eq!(events.next(WAIT).await.json()["event"], "call_started");
-    assert_eq!(events.next(WAIT).await.json()["event"], "call_ended");
+    hook.next(DAEMON_REACTION).await;
+    assert_eq!(
+        events.next(DAEMON_REACTION).await.json()["event"],
+        "call_started"
+    );
+    assert_eq!(
+        events.next(DAEMON_REACTION).await.json()["event"],
+        "call_ended"
+    );
     // One try only: runtime data is of no use once the call is under way.
     hook.expect_nothing(Duration::from_millis(600)).await;
 
@@ -140,13 +148,16 @@ async fn a_room_whose_room_finished_never_comes_is_ended_by_the_sweeper() {
         &lk::participant_left(&room, &agent(), 1_761_234_629),
     )
     .await;
-    assert_eq!(events.next(WAIT).await.json()["event"], "call_started");
-    let ended = events.next(WAIT).await.json();
+    assert_eq!(
+        events.next(DAEMON_REACTION).await.json()["event"],
+        "call_started"
+    );
+    let ended = events.next(DAEMON_REACTION).await.json();
     assert_eq!(ended["event"], "call_ended");
     assert_eq!(ended["data"]["duration_seconds"], 61);
     assert_eq!(ended["data"]["duration_minutes"], 2);
     daemon
-        .wait_for_stderr("LiveKit never sent room_finished", WAIT)
+        .wait_for_stderr("LiveKit never sent room_finished", DAEMON_REACTION)
         .await;
     let detail = call_detail(&daemon, 1).await;
     assert_eq!(detail["call"]["phase"], "ended");
@@ -179,8 +190,14 @@ async fn an_egress_whose_end_never_comes_is_settled_through_list_egress() {
     )
     .await;
     post(&daemon, &lk::room_finished(&room, 1_761_234_600)).await;
-    assert_eq!(events.next(WAIT).await.json()["event"], "call_started");
-    assert_eq!(events.next(WAIT).await.json()["event"], "call_ended");
+    assert_eq!(
+        events.next(DAEMON_REACTION).await.json()["event"],
+        "call_started"
+    );
+    assert_eq!(
+        events.next(DAEMON_REACTION).await.json()["event"],
+        "call_ended"
+    );
 
     // LiveKit's egress_ended webhook was lost; its Egress API knows the outcome.
     livekit.set_egresses(vec![json!({
@@ -190,7 +207,7 @@ async fn an_egress_whose_end_never_comes_is_settled_through_list_egress() {
         "fileResults": [{"filename": key, "duration": "32500000000", "size": "4242",
             "location": format!("https://voicekit-recordings.s3.amazonaws.com/{key}")}]
     })]);
-    let finalized = events.next(WAIT).await.json();
+    let finalized = events.next(DAEMON_REACTION).await.json();
     assert_eq!(finalized["event"], "call_finalized");
     assert_eq!(finalized["timestamp"], "2025-10-23T15:50:01.000Z");
     assert_eq!(
@@ -200,6 +217,6 @@ async fn an_egress_whose_end_never_comes_is_settled_through_list_egress() {
     assert_eq!(finalized["data"]["egress_info"]["file_size"], "4242");
     assert!(livekit.rejected().is_empty(), "{:?}", livekit.rejected());
     daemon
-        .wait_for_stderr("LiveKit never sent egress_ended", WAIT)
+        .wait_for_stderr("LiveKit never sent egress_ended", DAEMON_REACTION)
         .await;
 }

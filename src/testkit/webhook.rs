@@ -1,10 +1,10 @@
 //! LiveKit webhook bodies, byte for byte in the style LiveKit sends them.
 //!
-//! The bridge must accept what LiveKit really emits (see DESIGN.md section 2 and
-//! `tests/fixtures/`), so tests build their bodies here rather than by hand: Go
-//! protojson field names and order, 64-bit integers as strings, enums by name, zero
-//! values omitted, a fresh `EV_...` id per body and `createdAt` in unix seconds.
-//! Each builder returns the body as the exact text to sign and post.
+//! The bridge must accept what LiveKit really emits (DESIGN.md section 2 and the bodies
+//! under `tests/fixtures/`): Go protojson field names and order, 64-bit integers as
+//! strings, enums by name, zero values omitted, a fresh `EV_...` id per body and
+//! `createdAt` in unix seconds. Each builder returns the body as the exact text to sign
+//! and post.
 
 use rand::Rng;
 use rand::distr::Alphanumeric;
@@ -19,6 +19,8 @@ pub struct Room {
     /// Often JSON; omitted from the body when empty.
     pub metadata: String,
     pub creation_time_ms: i64,
+    /// Participants in the room as the event reports it; omitted when 0.
+    pub num_participants: i64,
 }
 
 impl Room {
@@ -26,14 +28,22 @@ impl Room {
         Room {
             sid: sid.into(),
             name: name.into(),
-            metadata: String::new(),
             creation_time_ms,
+            ..Room::default()
         }
     }
 
     pub fn with_metadata(mut self, metadata: &str) -> Room {
         self.metadata = metadata.into();
         self
+    }
+
+    /// The room as an event reports it with `n` participants in it.
+    pub fn with_participants(&self, n: i64) -> Room {
+        Room {
+            num_participants: n,
+            ..self.clone()
+        }
     }
 }
 
@@ -42,6 +52,8 @@ impl Room {
 pub struct Participant {
     pub sid: String,
     pub identity: String,
+    /// The display name; omitted when empty.
+    pub name: String,
     /// `"SIP"`, `"AGENT"`, `"EGRESS"`, ...
     pub kind: Option<&'static str>,
     pub joined_at_ms: i64,
@@ -73,13 +85,20 @@ impl Participant {
         trunk_phone_number: &str,
         joined_at_ms: i64,
     ) -> Participant {
+        let call_id = random_suffix();
         Participant {
             kind: Some("SIP"),
+            name: format!("Phone {phone_number}"),
             ..Participant::standard(sid, &format!("sip_{phone_number}"), joined_at_ms)
         }
-        .with_attribute("sip.callID", &format!("SCL_{}", random_suffix()))
+        .with_attribute("sip.callID", &format!("SCL_{call_id}"))
+        .with_attribute("sip.callIDFull", &format!("{call_id}@pbx.provider.example"))
         .with_attribute("sip.callStatus", "active")
+        .with_attribute("sip.callTag", &format!("LK_{call_id}"))
+        .with_attribute("sip.hostname", "pbx.provider.example")
         .with_attribute("sip.phoneNumber", phone_number)
+        .with_attribute("sip.ruleID", "SDR_Kq2wE9rT5yUi")
+        .with_attribute("sip.trunkID", "ST_Zx7cV4bN1mAs")
         .with_attribute("sip.trunkPhoneNumber", trunk_phone_number)
     }
 
@@ -210,6 +229,9 @@ pub fn egress_ended(
 }
 
 /// `body` with its event id replaced by `id` (to post one event under a chosen id).
+///
+/// # Panics
+/// When `body` is not a webhook body with its id written once.
 pub fn with_id(body: &str, id: &str) -> String {
     let old = format!(
         "\"id\":{}",
@@ -228,6 +250,9 @@ pub fn with_id(body: &str, id: &str) -> String {
 }
 
 /// The `id` of a webhook body.
+///
+/// # Panics
+/// When `body` is not JSON with a string `id`.
 pub fn event_id(body: &str) -> String {
     let value: serde_json::Value = serde_json::from_str(body).expect("webhook body is JSON");
     value["id"]
@@ -259,12 +284,6 @@ pub fn with_extra_spaces(body: &str) -> String {
     out
 }
 
-/// The text of `tests/fixtures/{name}.json`, byte for byte (trailing newline included).
-pub fn fixture(name: &str) -> String {
-    let path = format!("{}/tests/fixtures/{name}.json", env!("CARGO_MANIFEST_DIR"));
-    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read fixture {path}: {e}"))
-}
-
 const NS: i64 = 1_000_000_000;
 
 fn event(name: &str, room: Obj, detail: Option<(&str, Obj)>, created_at_s: i64) -> String {
@@ -277,16 +296,24 @@ fn event(name: &str, room: Obj, detail: Option<(&str, Obj)>, created_at_s: i64) 
         .build()
 }
 
-/// The room as room and participant events carry it.
+/// The room as room and participant events carry it (the TURN password redacted, as
+/// LiveKit's webhook sender does).
 fn full_room(room: &Room) -> Obj {
-    let codecs = ["audio/opus", "audio/red"].map(|mime| Obj::new().string("mime", mime));
+    let codecs = ["audio/PCMU", "audio/PCMA", "audio/opus", "audio/red"]
+        .map(|mime| Obj::new().string("mime", mime));
     short_room(room)
         .int32("emptyTimeout", 300)
         .int32("departureTimeout", 20)
         .int64("creationTime", room.creation_time_ms / 1000)
         .int64("creationTimeMs", room.creation_time_ms)
+        .string("turnPassword", "x9W3s0Zq...redacted")
         .list("enabledCodecs", codecs.into())
         .string("metadata", &room.metadata)
+        .int32("numParticipants", room.num_participants)
+        .object(
+            "version",
+            Obj::new().int64("unixMicro", room.creation_time_ms * 1000),
+        )
 }
 
 /// The room as egress events carry it: only `sid` and `name`.
@@ -297,12 +324,22 @@ fn short_room(room: &Room) -> Obj {
 }
 
 fn participant(p: &Participant, state: &str, disconnect_reason: &str) -> Obj {
+    let agent = p.kind == Some("AGENT");
+    let permission = Obj::new()
+        .boolean("canSubscribe", true)
+        .boolean("canPublish", true)
+        .boolean("canPublishData", true)
+        .boolean("canUpdateMetadata", true)
+        .boolean("agent", agent);
     Obj::new()
         .string("sid", &p.sid)
         .string("identity", &p.identity)
         .enumeration("state", state, "JOINING")
         .int64("joinedAt", p.joined_at_ms / 1000)
         .int64("joinedAtMs", p.joined_at_ms)
+        .string("name", &p.name)
+        .int32("version", 2)
+        .object("permission", permission)
         .enumeration("kind", p.kind.unwrap_or("STANDARD"), "STANDARD")
         .map("attributes", &p.attributes)
         .enumeration("disconnectReason", disconnect_reason, "")
@@ -346,14 +383,190 @@ fn random_suffix() -> String {
         .collect()
 }
 
-/// A fresh instance of a room the test config's first workflow (`room_pattern`) claims.
-pub fn mapped_room() -> Room {
-    let sid = new_event_id().replacen("EV_", "RM_", 1);
-    Room::new(&sid, "VOICEKIT_workflow_abc12345_8453", 1_761_234_567_123)
-}
+#[cfg(test)]
+mod tests {
+    use serde_json::Value;
 
-/// The agent joining `room`: on a mapped room this alone causes `call_started`.
-pub fn agent_joined(room: &Room) -> String {
-    let agent = Participant::agent("PA_agent", "agent-1", 1_761_234_569_000);
-    participant_joined(room, &agent, 1_761_234_569)
+    use super::*;
+
+    /// The object keys of a JSON text in the order written, each with its nesting depth.
+    fn keys_in_order(text: &str) -> Vec<(usize, String)> {
+        let (mut keys, mut depth, mut chars) = (Vec::new(), 0, text.chars().peekable());
+        while let Some(c) = chars.next() {
+            match c {
+                '{' | '[' => depth += 1,
+                '}' | ']' => depth -= 1,
+                '"' => {
+                    let mut s = String::new();
+                    while let Some(c) = chars.next() {
+                        match c {
+                            '\\' => s.extend(chars.next()),
+                            '"' => break,
+                            c => s.push(c),
+                        }
+                    }
+                    while chars.peek() == Some(&' ') {
+                        chars.next();
+                    }
+                    if chars.peek() == Some(&':') {
+                        keys.push((depth, s));
+                    }
+                }
+                _ => {}
+            }
+        }
+        keys
+    }
+
+    /// Asserts that the keys `built` and `fixture` share come in the same order (arrays
+    /// may differ in length), and that `built` writes none the fixture lacks.
+    fn assert_same_order(built: &str, fixture: &str) {
+        let (built, fixture) = (keys_in_order(built), keys_in_order(fixture));
+        let extra: Vec<_> = built.iter().filter(|k| !fixture.contains(k)).collect();
+        assert!(extra.is_empty(), "keys LiveKit does not send: {extra:?}");
+        let shared = |a: &[(usize, String)], b: &[(usize, String)]| {
+            let mut keys: Vec<(usize, String)> =
+                a.iter().filter(|k| b.contains(k)).cloned().collect();
+            keys.dedup();
+            keys
+        };
+        assert_eq!(shared(&built, &fixture), shared(&fixture, &built));
+    }
+
+    fn fixture_room() -> Room {
+        Room::new(
+            "RM_hycBMAjmt6Ub",
+            "call-_+15551230001_7dKqP2sVw9Xr",
+            1_761_234_567_123,
+        )
+    }
+
+    #[test]
+    fn a_sip_caller_joining_is_written_in_livekits_field_order() {
+        let caller = Participant::sip(
+            "PA_Jx4fZ8nQ2wEr",
+            "+15551230001",
+            "+15557650002",
+            1_761_234_568_456,
+        );
+        let built =
+            participant_joined(&fixture_room().with_participants(1), &caller, 1_761_234_568);
+        let fixture = include_str!("../../tests/fixtures/participant_joined_sip.json");
+        assert_same_order(&built, fixture);
+        let (built, fixture): (Value, Value) = (
+            serde_json::from_str(&built).unwrap(),
+            serde_json::from_str(fixture).unwrap(),
+        );
+        for key in [
+            "sid",
+            "identity",
+            "state",
+            "joinedAtMs",
+            "name",
+            "kind",
+            "permission",
+        ] {
+            assert_eq!(
+                built["participant"][key], fixture["participant"][key],
+                "{key}"
+            );
+        }
+        assert_eq!(
+            built["room"]["creationTimeMs"],
+            fixture["room"]["creationTimeMs"]
+        );
+        assert_eq!(built["createdAt"], fixture["createdAt"]);
+    }
+
+    #[test]
+    fn room_and_egress_events_are_written_in_livekits_field_order() {
+        let room = fixture_room();
+        let key = "recordings/call-_+15551230001_7dKqP2sVw9Xr/2025-10-23T154929.ogg";
+        let file = FileResult {
+            filename: key.into(),
+            duration_ns: 243_887_654_321,
+            size: 1_948_211,
+            location: format!("https://voicekit-recordings.s3.amazonaws.com/{key}"),
+        };
+        let cases = [
+            (
+                room_started(&room, 1_761_234_567),
+                include_str!("../../tests/fixtures/room_started.json"),
+            ),
+            (
+                room_finished(&room, 1_761_234_812),
+                include_str!("../../tests/fixtures/room_finished.json"),
+            ),
+            (
+                egress_started(&room, "EG_Qw3eR5tY7uI9", 1_761_234_569_012_345_678, key),
+                include_str!("../../tests/fixtures/egress_started.json"),
+            ),
+            (
+                egress_ended(
+                    &room,
+                    "EG_Qw3eR5tY7uI9",
+                    "EGRESS_COMPLETE",
+                    1_761_234_569_012_345_678,
+                    1_761_234_813_987_654_321,
+                    Some(&file),
+                ),
+                include_str!("../../tests/fixtures/egress_ended.json"),
+            ),
+        ];
+        for (built, fixture) in cases {
+            assert_same_order(&built, fixture);
+        }
+    }
+
+    #[test]
+    fn zero_values_are_left_out_and_64_bit_integers_are_strings() {
+        let web_user = Participant::standard("PA_y", "web-user", 1_761_234_568_000);
+        let left: Value =
+            serde_json::from_str(&participant_left(&fixture_room(), &web_user, 1_761_234_600))
+                .unwrap();
+        assert!(
+            left["participant"].get("kind").is_none(),
+            "STANDARD is omitted"
+        );
+        assert!(
+            left["room"].get("numParticipants").is_none(),
+            "0 is omitted"
+        );
+        assert!(left["room"].get("metadata").is_none(), "empty is omitted");
+        assert_eq!(left["participant"]["joinedAtMs"], "1761234568000");
+        assert_eq!(left["room"]["emptyTimeout"], 300);
+        let started: Value =
+            serde_json::from_str(&egress_started(&fixture_room(), "EG_x", 1, "a.ogg")).unwrap();
+        assert!(
+            started["egressInfo"].get("status").is_none(),
+            "EGRESS_STARTING is omitted"
+        );
+    }
+
+    #[test]
+    fn each_body_gets_a_fresh_id_and_with_id_replaces_only_the_id() {
+        let room = fixture_room();
+        let (a, b) = (room_started(&room, 1), room_started(&room, 1));
+        assert!(event_id(&a).starts_with("EV_") && event_id(&a).len() == 15);
+        assert_ne!(event_id(&a), event_id(&b));
+        let fixed = with_id(&a, "EV_fixed");
+        assert_eq!(event_id(&fixed), "EV_fixed");
+        assert_eq!(fixed.replace("EV_fixed", &event_id(&a)), a);
+    }
+
+    #[test]
+    fn extra_spaces_change_the_bytes_but_not_the_value() {
+        let body = participant_joined(
+            &fixture_room().with_metadata(r#"{"a":1,"b":"x, y"}"#),
+            &Participant::agent("PA_a", "agent", 1),
+            1,
+        );
+        let spaced = with_extra_spaces(&body);
+        assert_ne!(spaced, body);
+        assert!(spaced.contains(r#"x, y"#) && !spaced.contains(r#"x,  y"#));
+        assert_eq!(
+            serde_json::from_str::<Value>(&spaced).unwrap(),
+            serde_json::from_str::<Value>(&body).unwrap()
+        );
+    }
 }

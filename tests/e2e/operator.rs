@@ -9,7 +9,7 @@
 //! `send-test-event` posts a VoiceKit envelope that an independent Standard Webhooks
 //! verifier accepts with each of the workflow's signing secrets.
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -23,10 +23,10 @@ use time::{OffsetDateTime, format_description::well_known::Rfc3339};
 use support::config::{API_KEY, API_SECRET, free_port};
 use support::lk::{self, Participant, Room};
 use support::operator::{api_get, api_post, api_url, with_api_token};
+use support::poll::DAEMON_REACTION;
 use support::{Daemon, Received, Receiver, Reply, TestConfig, poll};
 
 const BIN: &str = env!("CARGO_BIN_EXE_voicekit-bridge");
-const WAIT: Duration = Duration::from_secs(20);
 /// Longest a CLI command may take.
 const CLI_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -129,9 +129,9 @@ async fn failed_call(failing: usize, api_listen: &str) -> FailedCall {
     }
     let mut requests = Vec::new();
     for _ in 0..FAILING_REQUESTS {
-        requests.push(endpoint.next(WAIT).await);
+        requests.push(endpoint.next(DAEMON_REACTION).await);
     }
-    let deliveries = poll::wait_for(WAIT, "both deliveries failed", async || {
+    let deliveries = poll::wait_for(DAEMON_REACTION, "both deliveries failed", async || {
         let (status, body) = api_get(&daemon, "/api/deliveries?status=failed").await;
         assert_eq!(status, 200, "{body}");
         let list = body["deliveries"].as_array().cloned().unwrap_or_default();
@@ -177,15 +177,19 @@ fn now_ms() -> i64 {
 
 /// Waits until delivery `id` has `status`; returns it.
 async fn wait_for_status(daemon: &Daemon, id: i64, status: &str) -> Value {
-    poll::wait_for(WAIT, &format!("delivery {id} {status}"), async || {
-        let (code, body) = api_get(daemon, &format!("/api/deliveries?status={status}")).await;
-        assert_eq!(code, 200, "{body}");
-        body["deliveries"]
-            .as_array()?
-            .iter()
-            .find(|d| d["id"] == id)
-            .cloned()
-    })
+    poll::wait_for(
+        DAEMON_REACTION,
+        &format!("delivery {id} {status}"),
+        async || {
+            let (code, body) = api_get(daemon, &format!("/api/deliveries?status={status}")).await;
+            assert_eq!(code, 200, "{body}");
+            body["deliveries"]
+                .as_array()?
+                .iter()
+                .find(|d| d["id"] == id)
+                .cloned()
+        },
+    )
     .await
 }
 
@@ -324,7 +328,7 @@ async fn retrying_a_failed_delivery_sends_it_again_and_it_becomes_delivered() {
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["retried"], id(started));
 
-    let again = call.endpoint.next(WAIT).await;
+    let again = call.endpoint.next(DAEMON_REACTION).await;
     assert_same_event(&again, &call.first_requests[0]);
     let delivered = wait_for_status(&call.daemon, id(started), "delivered").await;
     assert_eq!(delivered["attempts"], 2 + RETRIES);
@@ -366,7 +370,7 @@ async fn replay_puts_every_failed_delivery_of_the_workflow_back_with_the_same_we
 
     // In order, each with its webhook-id and bytes of before.
     for original in &call.first_requests {
-        let again = call.endpoint.next(WAIT).await;
+        let again = call.endpoint.next(DAEMON_REACTION).await;
         assert_same_event(&again, original);
     }
     for d in &call.deliveries {
@@ -422,7 +426,7 @@ async fn replay_outside_the_time_range_or_of_another_workflow_puts_nothing_back(
         EVENTS as u64
     );
     for original in &call.first_requests {
-        assert_same_event(&call.endpoint.next(WAIT).await, original);
+        assert_same_event(&call.endpoint.next(DAEMON_REACTION).await, original);
     }
 }
 
@@ -760,7 +764,10 @@ async fn cli_deliveries_retry_sends_one_again_and_it_arrives() {
         "{}",
         describe(&out)
     );
-    assert_same_event(&call.endpoint.next(WAIT).await, &call.first_requests[0]);
+    assert_same_event(
+        &call.endpoint.next(DAEMON_REACTION).await,
+        &call.first_requests[0],
+    );
     wait_for_status(&call.daemon, started, "delivered").await;
 
     let missing = bridge(&["deliveries", "retry", "999"], call.daemon.config_path()).await;
@@ -794,7 +801,7 @@ async fn cli_deliveries_replay_sends_the_failed_ones_again_and_they_arrive() {
         describe(&out)
     );
     for original in &call.first_requests {
-        assert_same_event(&call.endpoint.next(WAIT).await, original);
+        assert_same_event(&call.endpoint.next(DAEMON_REACTION).await, original);
     }
     for d in &call.deliveries {
         wait_for_status(&call.daemon, id(d), "delivered").await;
@@ -893,7 +900,7 @@ async fn send_test_event(event: &str) -> Value {
     assert_success(&out);
     assert!(stdout(&out).contains("HTTP 200"), "{}", describe(&out));
 
-    let request = receiver.next(WAIT).await;
+    let request = receiver.next(DAEMON_REACTION).await;
     assert_eq!(request.method, "POST");
     assert_eq!(request.path, "/hooks/voicekit");
     assert_eq!(request.header("content-type"), Some("application/json"));
@@ -1015,6 +1022,6 @@ async fn send_test_event_exits_non_zero_when_the_endpoint_answers_500() {
     .await;
     assert!(!out.status.success(), "{}", describe(&out));
     assert!(stdout(&out).contains("HTTP 500"), "{}", describe(&out));
-    let request = receiver.next(WAIT).await;
+    let request = receiver.next(DAEMON_REACTION).await;
     assert_eq!(request.json()["event"], "call_started");
 }

@@ -4,7 +4,7 @@
 //! customer endpoint at least once, every event that arrives comes from a webhook that
 //! was posted, and all copies of one event carry one `webhook-id` and the same bytes.
 
-mod support;
+use crate::support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -18,9 +18,8 @@ use tokio::sync::{Notify, Semaphore};
 use support::config::{API_KEY, API_SECRET};
 use support::lk::{self, Participant, Room};
 use support::operator::api_get;
+use support::poll::BURST_SETTLED;
 use support::{Daemon, Received, Receiver, Reply, TestConfig, poll, signer};
-
-const WAIT: Duration = Duration::from_secs(60);
 
 /// LiveKit's clock for call `i`: each call 60 s after the previous one, so every
 /// VoiceKit timestamp below names exactly one call and event.
@@ -100,7 +99,7 @@ fn group(received: &[Received], calls: usize) -> BTreeMap<(usize, Kind), Vec<Rec
 
 /// Waits until the daemon has no pending delivery; panics if one failed.
 async fn wait_until_drained(daemon: &Daemon) -> Vec<Value> {
-    poll::wait_for(WAIT, "the outbox to drain", async || {
+    poll::wait_for(BURST_SETTLED, "the outbox to drain", async || {
         let (status, body) = api_get(daemon, "/api/deliveries?limit=10000").await;
         assert_eq!(status, 200, "{body}");
         let all = body["deliveries"].as_array()?.clone();
@@ -117,7 +116,7 @@ async fn wait_until_drained(daemon: &Daemon) -> Vec<Value> {
 async fn expect_no_more(receiver: &mut Receiver) {
     // Everything so far is already queued for `next`; take it, then wait for more.
     for _ in 0..receiver.count() {
-        receiver.next(WAIT).await;
+        receiver.next(BURST_SETTLED).await;
     }
     receiver.expect_nothing(Duration::from_millis(300)).await;
 }
@@ -222,11 +221,11 @@ async fn sigkill_while_webhooks_are_accepted_loses_no_accepted_event_and_invents
         })
     };
 
-    tokio::time::timeout(WAIT, a_third.notified())
+    tokio::time::timeout(BURST_SETTLED, a_third.notified())
         .await
         .expect("a third of the webhooks answered");
     first.kill().await;
-    tokio::time::timeout(WAIT, poster)
+    tokio::time::timeout(BURST_SETTLED, poster)
         .await
         .expect("the posts end once the daemon is gone")
         .expect("poster task");
@@ -249,10 +248,14 @@ async fn sigkill_while_webhooks_are_accepted_loses_no_accepted_event_and_invents
             must.insert((i, Kind::Ended));
         }
     }
-    poll::eventually(WAIT, "every accepted event at the endpoint", async || {
-        let got = group(&receiver.received(), CALLS);
-        must.iter().all(|e| got.contains_key(e))
-    })
+    poll::eventually(
+        BURST_SETTLED,
+        "every accepted event at the endpoint",
+        async || {
+            let got = group(&receiver.received(), CALLS);
+            must.iter().all(|e| got.contains_key(e))
+        },
+    )
     .await;
     // Once nothing is pending, everything the store holds has reached the endpoint.
     let outbox = wait_until_drained(&second).await;
@@ -303,14 +306,17 @@ async fn sigkill_while_deliveries_are_in_flight_loses_none_and_duplicates_share_
             assert_eq!(status, 200, "webhook answered {status}: {text}");
         }
     }
-    poll::eventually(WAIT, "deliveries in flight", async || receiver.count() >= 2).await;
+    poll::eventually(BURST_SETTLED, "deliveries in flight", async || {
+        receiver.count() >= 2
+    })
+    .await;
     first.kill().await;
 
     // Second life on the same store, the same endpoint (answering fast by now).
     let second = Daemon::start_in(dir.path(), &toml).await;
     let outbox = wait_until_drained(&second).await;
     assert_eq!(outbox.len(), EVENTS, "{outbox:?}");
-    poll::eventually(WAIT, "every event at the endpoint", async || {
+    poll::eventually(BURST_SETTLED, "every event at the endpoint", async || {
         group(&receiver.received(), CALLS).len() == EVENTS
     })
     .await;

@@ -5,15 +5,12 @@
 //! by reason — and whose gauges show what the store holds (calls by state, the outbox
 //! backlog and its age).
 
-mod support;
-
-use std::time::Duration;
+use crate::support;
 
 use support::config::{API_KEY, API_SECRET};
 use support::lk::{self, Room};
+use support::poll::DAEMON_REACTION;
 use support::{Daemon, Receiver, TestConfig, poll};
-
-const WAIT: Duration = Duration::from_secs(15);
 
 /// The value of exactly `series` (name and labels as printed) in a scrape, if present.
 fn value(text: &str, series: &str) -> Option<f64> {
@@ -85,7 +82,7 @@ async fn metrics_count_webhooks_by_event_and_result_and_rejections_by_reason() {
     );
     let (status, _) = daemon.post_webhook(&forged, None).await;
     assert_eq!(status, 401);
-    receiver.next(WAIT).await;
+    receiver.next(DAEMON_REACTION).await;
 
     let after = scrape(&daemon).await;
     let expect = [
@@ -174,9 +171,9 @@ async fn metrics_show_calls_by_state_and_the_outbox_backlog() {
         .await,
         200
     );
-    receiver.next(WAIT).await;
+    receiver.next(DAEMON_REACTION).await;
 
-    let text = poll::wait_for(WAIT, "a pending event with an age", async || {
+    let text = poll::wait_for(DAEMON_REACTION, "a pending event with an age", async || {
         let text = scrape(&daemon).await;
         let age = value(&text, "voicekit_bridge_outbox_oldest_pending_age_seconds")?;
         (age > 0.0).then_some(text)

@@ -3,7 +3,7 @@
 //! holding up another workflow's deliveries, and a slow outcome commit not holding up
 //! the next request. All over loopback against the real daemon.
 
-mod support;
+use crate::support;
 
 use std::{
     sync::Arc,
@@ -11,6 +11,7 @@ use std::{
 };
 
 use sqlx::Connection;
+use support::poll::DAEMON_REACTION;
 use support::{
     Daemon, Receiver, Reply, TestConfig,
     config::{API_KEY, API_SECRET},
@@ -20,7 +21,6 @@ use support::{
 };
 use tokio::sync::Notify;
 
-const WAIT: Duration = Duration::from_secs(20);
 const OLD_SECRET: &str = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD";
 const NEW_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 
@@ -64,7 +64,7 @@ async fn deliveries_carry_standard_webhooks_signatures_for_every_secret() {
     let daemon = Daemon::start(&config.toml()).await;
     call(&daemon, &room(1), false).await;
 
-    let got = receiver.next(WAIT).await;
+    let got = receiver.next(DAEMON_REACTION).await;
     let signature = got.header("webhook-signature").unwrap_or_default();
     assert_eq!(
         signature.split(' ').count(),
@@ -96,11 +96,11 @@ async fn retry_after_on_429_is_honoured() {
         Receiver::start_scripted(vec![Reply::status(429).header("Retry-After", "2")]).await;
     let daemon = Daemon::start(&TestConfig::new(&receiver.url("/hooks/voicekit")).toml()).await;
     call(&daemon, &room(2), false).await;
-    receiver.next(WAIT).await;
+    receiver.next(DAEMON_REACTION).await;
     let refused_at = Instant::now();
     // The schedule alone would retry after 0.2 s; the endpoint asked for 2 s.
     receiver.expect_nothing(Duration::from_millis(1500)).await;
-    let retried = receiver.next(WAIT).await;
+    let retried = receiver.next(DAEMON_REACTION).await;
     assert!(refused_at.elapsed() >= Duration::from_millis(1900));
     assert_eq!(retried.json()["event"], "call_started");
 }
@@ -114,8 +114,8 @@ async fn gone_410_stops_every_pending_delivery_to_that_endpoint() {
     call(&daemon, &room(3), true).await;
     call(&daemon, &room(4), true).await;
     // Both calls' call_started are due at once; after the first 410 nothing more goes.
-    receiver.next(WAIT).await;
-    daemon.wait_for_stderr("410 Gone", WAIT).await;
+    receiver.next(DAEMON_REACTION).await;
+    daemon.wait_for_stderr("410 Gone", DAEMON_REACTION).await;
     // A window in which retries (due every 0.3 s) and call_ended would show up.
     tokio::time::sleep(Duration::from_millis(1200)).await;
     let got = receiver.received();
@@ -136,16 +136,20 @@ async fn a_failing_endpoint_opens_its_circuit_and_a_later_success_closes_it() {
     config.delivery_extra = "breaker_failures = 2\nbreaker_open_secs = 1.5".into();
     let daemon = Daemon::start(&config.toml()).await;
     call(&daemon, &room(5), false).await;
-    receiver.next(WAIT).await;
-    receiver.next(WAIT).await;
-    daemon.wait_for_stderr("circuit opened", WAIT).await;
+    receiver.next(DAEMON_REACTION).await;
+    receiver.next(DAEMON_REACTION).await;
+    daemon
+        .wait_for_stderr("circuit opened", DAEMON_REACTION)
+        .await;
     let opened = Instant::now();
     // Retries are due every 0.1 s, but the whole endpoint is paused.
     receiver.expect_nothing(Duration::from_millis(1000)).await;
-    let probe = receiver.next(WAIT).await;
+    let probe = receiver.next(DAEMON_REACTION).await;
     assert!(opened.elapsed() >= Duration::from_millis(1400));
     assert_eq!(probe.json()["event"], "call_started");
-    daemon.wait_for_stderr("circuit closed", WAIT).await;
+    daemon
+        .wait_for_stderr("circuit closed", DAEMON_REACTION)
+        .await;
 }
 
 #[tokio::test]
@@ -161,11 +165,11 @@ async fn a_slow_endpoint_does_not_delay_another_workflow() {
     for n in 0..6 {
         call(&daemon, &room(10 + n), false).await;
     }
-    slow.next(WAIT).await;
+    slow.next(DAEMON_REACTION).await;
     let started = Instant::now();
     call(&daemon, &sales_room(1), true).await;
-    let first = fast.next(WAIT).await;
-    let second = fast.next(WAIT).await;
+    let first = fast.next(DAEMON_REACTION).await;
+    let second = fast.next(DAEMON_REACTION).await;
     assert!(
         started.elapsed() < Duration::from_secs(2),
         "the fast endpoint waited {:?}",
@@ -200,16 +204,18 @@ async fn a_backlog_of_several_windows_is_sent_once_each() {
         call(&daemon, &room(1000 + n), false).await;
     }
     for _ in 0..4 {
-        receiver.next(WAIT).await;
+        receiver.next(DAEMON_REACTION).await;
     }
     for gate in &gates {
         gate.notify_one();
     }
-    poll::eventually(WAIT, "every call_started to arrive", async || {
-        receiver.count() >= CALLS as usize
-    })
+    poll::eventually(
+        DAEMON_REACTION,
+        "every call_started to arrive",
+        async || receiver.count() >= CALLS as usize,
+    )
     .await;
-    let deliveries = poll::wait_for(WAIT, "the outbox to drain", async || {
+    let deliveries = poll::wait_for(DAEMON_REACTION, "the outbox to drain", async || {
         let (status, body) = api_get(&daemon, "/api/deliveries?limit=10000").await;
         assert_eq!(status, 200, "{body}");
         let all = body["deliveries"].as_array()?.clone();
@@ -242,9 +248,9 @@ async fn a_redirect_is_a_failure_and_is_not_followed() {
         Receiver::start_scripted(vec![Reply::status(302).header("Location", &elsewhere)]).await;
     let daemon = Daemon::start(&TestConfig::new(&redirecting.url("/hooks/voicekit")).toml()).await;
     call(&daemon, &room(6), false).await;
-    let first = redirecting.next(WAIT).await;
+    let first = redirecting.next(DAEMON_REACTION).await;
     // Retried at the configured endpoint, never sent to the Location.
-    let retry = redirecting.next(WAIT).await;
+    let retry = redirecting.next(DAEMON_REACTION).await;
     assert_eq!(retry.path, "/hooks/voicekit");
     assert_eq!(retry.header("webhook-id"), first.header("webhook-id"));
     receiver.expect_nothing(Duration::from_millis(300)).await;
@@ -325,7 +331,7 @@ async fn while_outcomes_commit_the_next_requests_go_out_up_to_the_stores_bound()
     }
     // Every call_started is queued; the first is held at the endpoint, the others wait
     // for the one slot.
-    let first = receiver.next(WAIT).await;
+    let first = receiver.next(DAEMON_REACTION).await;
     let lock = OutcomeLock::take(&daemon, &config.store_url).await;
     gate.notify_one();
 
@@ -348,12 +354,12 @@ async fn while_outcomes_commit_the_next_requests_go_out_up_to_the_stores_bound()
 
     lock.release().await;
     for _ in bound..CALLS {
-        calls.push(receiver.next(WAIT).await.json()["data"]["call_id"].clone());
+        calls.push(receiver.next(DAEMON_REACTION).await.json()["data"]["call_id"].clone());
     }
     calls.sort_by_key(|c| c.as_i64());
     calls.dedup();
     assert_eq!(calls.len(), CALLS, "each call's event once: {calls:?}");
-    poll::eventually(WAIT, "every outcome recorded", async || {
+    poll::eventually(DAEMON_REACTION, "every outcome recorded", async || {
         let (status, body) = api_get(&daemon, "/api/deliveries?status=delivered").await;
         assert_eq!(status, 200, "{body}");
         body["deliveries"].as_array().map_or(0, Vec::len) == CALLS

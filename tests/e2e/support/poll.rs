@@ -10,6 +10,16 @@ use tokio::time::Instant;
 /// How often a condition is re-checked.
 const INTERVAL: Duration = Duration::from_millis(25);
 
+/// How long a test waits for the daemon to act on what the test did: a delivery to
+/// reach the receiver, a line in its log, a state the operator API reports. Generous,
+/// because the suite runs daemons side by side on small machines; a passing test waits
+/// only as long as the daemon takes.
+pub const DAEMON_REACTION: Duration = Duration::from_secs(20);
+
+/// How long a test waits for a burst of calls to be worked off around a killed daemon:
+/// a restart or a surviving instance taking over leases, then every delivery sent.
+pub const BURST_SETTLED: Duration = Duration::from_secs(60);
+
 /// Re-runs `check` until it returns `Some` (that value) or `timeout` passes (`None`).
 pub async fn within<T>(timeout: Duration, mut check: impl AsyncFnMut() -> Option<T>) -> Option<T> {
     let deadline = Instant::now() + timeout;

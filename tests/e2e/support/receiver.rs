@@ -151,10 +151,6 @@ impl Receiver {
         }
     }
 
-    pub fn addr(&self) -> SocketAddr {
-        self.addr
-    }
-
     /// The URL of `path` on this endpoint, e.g. `url("/hooks/voicekit")`.
     pub fn url(&self, path: &str) -> String {
         let slash = if path.starts_with('/') { "" } else { "/" };

@@ -6,7 +6,7 @@
 //! refused before its body is read, and a flood of forged webhooks is counted in full
 //! but logged in a handful of lines.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 
@@ -18,7 +18,7 @@ use support::config::{API_KEY, API_SECRET};
 use support::operator::api_url;
 use support::{Daemon, Receiver, TestConfig, lk, poll, signer};
 
-const WAIT: Duration = Duration::from_secs(20);
+use support::poll::DAEMON_REACTION as WAIT;
 
 /// `toml` with `lines` added to its `[server]` table.
 fn with_server(toml: &str, lines: &str) -> String {

@@ -26,6 +26,8 @@ use super::signer;
 const READY_PREFIX: &str = "voicekit-bridge listening on ";
 /// How long the daemon may take to print it.
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
+/// The daemon binary cargo built for this test run.
+const PROGRAM: &str = env!("CARGO_BIN_EXE_voicekit-bridge");
 /// Name of the config file written into the daemon's directory.
 const CONFIG_FILE: &str = "voicekit-bridge.toml";
 /// In the config text, replaced by the daemon's directory (e.g. for the SQLite file).
@@ -49,15 +51,16 @@ impl Launch {
         self
     }
 
-    /// Sets an extra environment variable (after the defaults, so it can override them).
-    pub fn env(mut self, name: &str, value: &str) -> Launch {
-        self.env.push((name.to_owned(), value.to_owned()));
+    /// Runs `program` instead of the built binary: a wrapper that starts it under other
+    /// process limits (e.g. `prlimit`), passing the arguments on.
+    pub fn program(mut self, program: &Path) -> Launch {
+        self.program = program.to_owned();
         self
     }
 
-    /// Runs `program` instead of the built binary (to check the harness itself).
-    pub fn program(mut self, program: &Path) -> Launch {
-        self.program = program.to_owned();
+    /// Sets an extra environment variable (after the defaults, so it can override them).
+    pub fn env(mut self, name: &str, value: &str) -> Launch {
+        self.env.push((name.to_owned(), value.to_owned()));
         self
     }
 
@@ -192,7 +195,7 @@ impl Daemon {
             config: config_toml.to_owned(),
             dir: None,
             env: Vec::new(),
-            program: PathBuf::from(env!("CARGO_BIN_EXE_voicekit-bridge")),
+            program: PathBuf::from(PROGRAM),
         }
     }
 

@@ -3,7 +3,7 @@
 //! LiveKit serialises webhooks with Go's protojson: fields in declaration order,
 //! 64-bit integers as JSON strings, 32-bit integers as numbers, enums by name, and
 //! zero values left out. `serde_json::json!` sorts keys and has no notion of "zero
-//! means absent", so the [`lk`](super::lk) builders write through this instead.
+//! means absent", so the [`webhook`](super::webhook) builders write through this instead.
 
 /// A JSON object under construction; each method appends one field (or nothing, for a
 /// zero value).

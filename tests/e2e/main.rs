@@ -1,0 +1,22 @@
+//! The end-to-end suite: one test binary, one module per area, sharing one harness.
+//!
+//! Every test drives the real `voicekit-bridge` binary over loopback (see `support`).
+//! The tests share this one process and none changes process-wide state: each daemon
+//! is a child process given its own environment, directory and ports, so no test needs
+//! a binary of its own.
+
+mod support;
+
+mod call_flow;
+mod cli;
+mod crash;
+mod delivery_policy;
+mod harness_smoke;
+mod hostile_clients;
+mod ingest_rejects;
+mod listeners;
+mod multi_instance;
+mod operator;
+mod ops_http;
+mod repairs;
+mod service_lifecycle;
