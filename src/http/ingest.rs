@@ -18,7 +18,7 @@ use sha2::{Digest, Sha256};
 use super::{AppState, error};
 use crate::{
     ingest::Accepted,
-    livekit::event::{EventError, WebhookEvent},
+    livekit::event::WebhookEvent,
     metrics::{self, WebhookResult},
 };
 
@@ -55,10 +55,7 @@ pub async fn receive(State(app): State<Arc<AppState>>, headers: HeaderMap, body:
     let event = match WebhookEvent::parse(&body) {
         Ok(event) => event,
         Err(e) => {
-            let reason = match e {
-                EventError::Json(_) => "malformed_json",
-                EventError::MissingEvent => "missing_event",
-            };
+            let reason = e.reason();
             tracing::warn!(reason, detail = %e, "webhook rejected: bad body");
             metrics::webhook_rejected(reason);
             return error(StatusCode::BAD_REQUEST, &e.to_string());
