@@ -126,6 +126,7 @@ impl Reconciler {
             }),
             participant: None,
             egress_info: egress,
+            received_at_ms: Some(now_ms()),
         };
         if let Err(e) = self.ingestor.submit(event, id).await {
             tracing::error!(call_id = call.call_id, error = %e, "reconcile: could not store the repair");

@@ -709,6 +709,15 @@ impl Inner {
                 );
                 None
             }
+            Ok(Published::OtherBucket { bucket, key }) => {
+                tracing::warn!(
+                    call_id = row.call_id,
+                    bucket,
+                    key,
+                    "the egress uploaded the recording to another bucket than [recordings] bucket; call_finalized carries no URL"
+                );
+                None
+            }
             Err(e) => {
                 row.recording = Some(recording);
                 return Err(format!("recording: {e}"));

@@ -15,6 +15,7 @@ mod harness_smoke;
 mod hostile_clients;
 mod ingest_rejects;
 mod listeners;
+mod livekit_quirks;
 mod multi_instance;
 mod operator;
 mod ops_http;
