@@ -43,6 +43,8 @@ pub enum StoreError {
     Sqlite(#[from] rusqlite::Error),
     #[error("migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("migration failed: {0}")]
+    SqliteMigrate(#[from] sqlite::migrate::MigrateError),
     #[error("stored call state is corrupt: {0}")]
     Corrupt(#[from] serde_json::Error),
     #[error(
@@ -102,13 +104,6 @@ impl Store {
 
     pub(crate) fn backend(&self) -> &Backend {
         &self.backend
-    }
-
-    pub(crate) fn migrator(&self) -> &'static sqlx::migrate::Migrator {
-        match self.backend {
-            Backend::Sqlite(_) => &sqlite::MIGRATIONS,
-            Backend::Postgres(_) => &postgres::MIGRATIONS,
-        }
     }
 
     /// This process's name in delivery claims: host, pid and a random tag.

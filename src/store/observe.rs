@@ -3,7 +3,7 @@
 //! reads these at scrape time, so the numbers are the stored truth, not a count kept in
 //! memory that a restart would reset).
 
-use super::{Store, StoreError, now_ms, sql::on_pool};
+use super::{Backend, Store, StoreError, now_ms, sql::on_pool};
 use crate::metrics::StoreGauges;
 
 /// Every value `calls.phase` takes, so each is exported even when no call is in it.
@@ -22,12 +22,15 @@ impl Store {
             "SELECT version FROM _sqlx_migrations WHERE success = TRUE")
             .fetch_all(p)
             .await?);
-        Ok(self
-            .migrator()
-            .iter()
-            .filter(|m| !m.migration_type.is_down_migration())
-            .filter(|m| !applied.iter().any(|(v,)| *v == m.version))
-            .count())
+        let applied: Vec<i64> = applied.into_iter().map(|(v,)| v).collect();
+        Ok(match self.backend() {
+            Backend::Sqlite(_) => super::sqlite::migrate::pending(&applied),
+            Backend::Postgres(_) => super::postgres::MIGRATIONS
+                .iter()
+                .filter(|m| !m.migration_type.is_down_migration())
+                .filter(|m| !applied.contains(&m.version))
+                .count(),
+        })
     }
 
     /// Calls by phase and the outbox backlog, for `/metrics`.

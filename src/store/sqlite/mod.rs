@@ -9,6 +9,7 @@ mod busy;
 mod call_cache;
 mod checkpoint;
 mod connection;
+pub(super) mod migrate;
 mod plans;
 mod wal_sync;
 mod writer;
@@ -17,7 +18,6 @@ use std::{path::PathBuf, str::FromStr, sync::Arc, time::Duration};
 
 use sqlx::{
     SqlitePool,
-    migrate::Migrator,
     sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous},
 };
 
@@ -27,8 +27,6 @@ pub(super) use wal_sync::SyncHorizon;
 #[cfg(test)]
 pub(super) use writer::start_with_sync;
 pub(super) use writer::{WriterHandle, start_writer};
-
-pub(super) static MIGRATIONS: Migrator = sqlx::migrate!("src/store/migrations/sqlite");
 
 /// A SQLite store: its pool, its file, and what keeps delivery off rows not yet synced.
 #[derive(Clone, Debug)]
@@ -58,6 +56,16 @@ pub(super) async fn open(url: &str) -> Result<Db, StoreError> {
         return Err(StoreError::InMemory(url.to_owned()));
     }
     let owner = own_file(&file)?;
+    let migrating = file.clone();
+    tokio::task::spawn_blocking(move || -> Result<(), StoreError> {
+        let mut conn = rusqlite::Connection::open(&migrating)?;
+        conn.busy_handler(Some(busy::wait))?;
+        conn.execute_batch("PRAGMA journal_mode = WAL; PRAGMA foreign_keys = ON;")?;
+        migrate::run(&mut conn)?;
+        Ok(())
+    })
+    .await
+    .expect("the migration thread panicked")?;
     let options = options
         .create_if_missing(true)
         .journal_mode(SqliteJournalMode::Wal)
@@ -93,7 +101,6 @@ pub(super) async fn open(url: &str) -> Result<Db, StoreError> {
         .test_before_acquire(false)
         .connect_with(options)
         .await?;
-    MIGRATIONS.run(&pool).await?;
     Ok(Db {
         pool,
         file,
