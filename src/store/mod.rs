@@ -63,6 +63,8 @@ pub enum StoreError {
     WalSync(std::io::Error),
     #[error("an fsync of the SQLite WAL failed earlier; restart the bridge")]
     WalSyncFailed,
+    #[error("the store is closed")]
+    Closed,
 }
 
 pub fn now_ms() -> i64 {
@@ -124,7 +126,7 @@ impl Store {
     /// Closes every connection; queries after this fail.
     pub async fn close(&self) {
         match &self.backend {
-            Backend::Sqlite(db) => db.pool.close().await,
+            Backend::Sqlite(db) => db.pool.close(),
             Backend::Postgres(db) => db.close().await,
         }
     }
@@ -140,7 +142,7 @@ impl Store {
 
     /// The SQLite pool, for tests that look at rows directly.
     #[cfg(test)]
-    pub(crate) fn sqlite(&self) -> &sqlx::SqlitePool {
+    pub(crate) fn sqlite(&self) -> &sqlite::Pool {
         match &self.backend {
             Backend::Sqlite(db) => &db.pool,
             Backend::Postgres(_) => panic!("not a SQLite store"),
