@@ -43,6 +43,8 @@ pub enum StoreError {
     Sqlite(#[from] rusqlite::Error),
     #[error("migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("migration failed: {0}")]
+    SqliteMigrate(#[from] sqlite::migrate::MigrateError),
     #[error("stored call state is corrupt: {0}")]
     Corrupt(#[from] serde_json::Error),
     #[error(
@@ -61,6 +63,8 @@ pub enum StoreError {
     WalSync(std::io::Error),
     #[error("an fsync of the SQLite WAL failed earlier; restart the bridge")]
     WalSyncFailed,
+    #[error("the store is closed")]
+    Closed,
 }
 
 pub fn now_ms() -> i64 {
@@ -104,13 +108,6 @@ impl Store {
         &self.backend
     }
 
-    pub(crate) fn migrator(&self) -> &'static sqlx::migrate::Migrator {
-        match self.backend {
-            Backend::Sqlite(_) => &sqlite::MIGRATIONS,
-            Backend::Postgres(_) => &postgres::MIGRATIONS,
-        }
-    }
-
     /// This process's name in delivery claims: host, pid and a random tag.
     pub fn instance(&self) -> &str {
         &self.instance
@@ -129,7 +126,7 @@ impl Store {
     /// Closes every connection; queries after this fail.
     pub async fn close(&self) {
         match &self.backend {
-            Backend::Sqlite(db) => db.pool.close().await,
+            Backend::Sqlite(db) => db.pool.close(),
             Backend::Postgres(db) => db.close().await,
         }
     }
@@ -145,7 +142,7 @@ impl Store {
 
     /// The SQLite pool, for tests that look at rows directly.
     #[cfg(test)]
-    pub(crate) fn sqlite(&self) -> &sqlx::SqlitePool {
+    pub(crate) fn sqlite(&self) -> &sqlite::Pool {
         match &self.backend {
             Backend::Sqlite(db) => &db.pool,
             Backend::Postgres(_) => panic!("not a SQLite store"),
