@@ -86,6 +86,17 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     pub webhook_path: String,
     pub max_body_bytes: usize,
+    /// How long a client may take to send a request's headers, from its first byte (from
+    /// the accept, on a new connection); then the connection is closed.
+    pub header_timeout_secs: f64,
+    /// How long a client may take to send a whole request body; then it gets 408 and
+    /// the connection is closed.
+    pub body_timeout_secs: f64,
+    /// How long a keep-alive connection may wait for its next request.
+    pub idle_timeout_secs: f64,
+    /// Open connections at most; further clients wait in the kernel's queue until one
+    /// closes. Unset: 4096, or fewer when the open-file limit leaves less room.
+    pub max_connections: Option<usize>,
 }
 
 impl Default for ServerConfig {
@@ -94,7 +105,26 @@ impl Default for ServerConfig {
             listen: "127.0.0.1:8787".parse().expect("valid default address"),
             webhook_path: "/livekit/webhook".into(),
             max_body_bytes: 1024 * 1024,
+            header_timeout_secs: 10.0,
+            body_timeout_secs: 30.0,
+            // Longer than the 90 s Go's pooled HTTP transport (LiveKit's webhook client)
+            // keeps an idle connection: LiveKit closes first, so a webhook never meets a
+            // connection the bridge is closing.
+            idle_timeout_secs: 95.0,
+            max_connections: None,
         }
+    }
+}
+
+impl ServerConfig {
+    pub fn header_timeout(&self) -> Duration {
+        Duration::from_secs_f64(self.header_timeout_secs)
+    }
+    pub fn body_timeout(&self) -> Duration {
+        Duration::from_secs_f64(self.body_timeout_secs)
+    }
+    pub fn idle_timeout(&self) -> Duration {
+        Duration::from_secs_f64(self.idle_timeout_secs)
     }
 }
 
@@ -248,14 +278,21 @@ struct RawApi {
     listen: Option<SocketAddr>,
     token: Option<String>,
     token_file: Option<PathBuf>,
+    metrics_refresh_secs: Option<f64>,
 }
 
-/// The operator API (calls, deliveries, retry, replay).
+/// The shortest `api.token` accepted: 32 bytes, as much as a 256-bit key.
+pub const MIN_API_TOKEN_BYTES: usize = 32;
+
+/// The operator API (calls, deliveries, retry, replay, metrics, detailed readiness).
 #[derive(Debug, Clone)]
 pub struct ApiConfig {
     pub listen: SocketAddr,
     /// Required as `Authorization: Bearer <token>` when set (and when not on loopback).
     pub token: Option<Secret>,
+    /// How often `/metrics` reads the store's counts (calls by state, outbox backlog);
+    /// scrapes in between are answered from the last reading.
+    pub metrics_refresh_secs: f64,
 }
 
 /// Repairs for what LiveKit loses: rooms that never finish, egresses that never end.
@@ -293,6 +330,10 @@ pub struct LogConfig {
     /// A `tracing` filter such as `info` or `voicekit_bridge=debug`; `RUST_LOG` wins.
     pub level: String,
     pub format: LogFormat,
+    /// Refused webhooks, timed-out connections and failed accepts are logged once per
+    /// this interval as one summary line (the first of each kind at once), never one
+    /// line each.
+    pub summary_interval_secs: f64,
 }
 
 impl Default for LogConfig {
@@ -300,7 +341,14 @@ impl Default for LogConfig {
         LogConfig {
             level: "info".into(),
             format: LogFormat::Text,
+            summary_interval_secs: 60.0,
         }
+    }
+}
+
+impl LogConfig {
+    pub fn summary_interval(&self) -> Duration {
+        Duration::from_secs_f64(self.summary_interval_secs)
     }
 }
 
@@ -351,6 +399,10 @@ pub struct Config {
     pub api: ApiConfig,
     pub reconcile: ReconcileConfig,
     pub workflows: Vec<Workflow>,
+    /// What is valid but unwise (a short LiveKit secret, the example secret, inline
+    /// secrets in a file others can read): the daemon logs each at start and
+    /// `check-config` prints them.
+    pub warnings: Vec<String>,
 }
 
 /// Where the environment may supply LiveKit credentials, as LiveKit's own tools read them.
@@ -374,13 +426,17 @@ impl Config {
             path: path.to_owned(),
             source,
         })?;
-        Config::parse(&text, &ProcessEnv).map_err(|e| match e {
+        let mut config = Config::parse(&text, &ProcessEnv).map_err(|e| match e {
             ConfigError::Parse { message, .. } => ConfigError::Parse {
                 path: path.to_owned(),
                 message,
             },
             other => other,
-        })
+        })?;
+        if let Some(warning) = exposed_inline_secrets(path, &text) {
+            config.warnings.push(warning);
+        }
+        Ok(config)
     }
 
     /// Parses and validates TOML text.
@@ -391,6 +447,102 @@ impl Config {
         })?;
         raw.validate(env)
     }
+}
+
+/// The LiveKit secret of the bundled example configuration (`config.toml`): fine on a
+/// developer's machine, a warning anywhere else.
+pub const EXAMPLE_LIVEKIT_SECRET: &str = "secret-for-local-development-only";
+
+/// The shortest LiveKit secret that does not draw a warning: LiveKit's own generated
+/// secrets are longer, and an HS256 key should carry 256 bits.
+pub const MIN_LIVEKIT_SECRET_CHARS: usize = 32;
+
+/// A warning when `path` holds a secret inline (a key the TOML file sets itself, not a
+/// `*_file`) and its group or others may read it.
+fn exposed_inline_secrets(path: &Path, text: &str) -> Option<String> {
+    use std::os::unix::fs::PermissionsExt;
+
+    let mode = std::fs::metadata(path).ok()?.permissions().mode();
+    if mode & 0o044 == 0 {
+        return None;
+    }
+    let table: toml::Table = toml::from_str(text).ok()?;
+    let keys = inline_secret_keys(&table);
+    if keys.is_empty() {
+        return None;
+    }
+    Some(format!(
+        "{} holds secrets inline ({}) and is readable by {} (mode {:o}): \
+         chmod 600 it, or move the secrets to *_file keys (systemd credentials)",
+        path.display(),
+        keys.join(", "),
+        if mode & 0o004 != 0 {
+            "everyone"
+        } else {
+            "its group"
+        },
+        mode & 0o777
+    ))
+}
+
+/// The keys of a parsed configuration file that carry a secret inline.
+fn inline_secret_keys(table: &toml::Table) -> Vec<String> {
+    let mut keys = Vec::new();
+    let has = |t: Option<&toml::Value>, key: &str| t.and_then(|t| t.get(key)).is_some();
+    if has(table.get("livekit"), "api_secret") {
+        keys.push("livekit.api_secret".to_owned());
+    }
+    let extra = table
+        .get("livekit")
+        .and_then(|l| l.get("extra_keys"))
+        .and_then(|e| e.as_array());
+    for (i, key) in extra.into_iter().flatten().enumerate() {
+        if key.get("api_secret").is_some() {
+            keys.push(format!("livekit.extra_keys[{i}].api_secret"));
+        }
+    }
+    if has(table.get("api"), "token") {
+        keys.push("api.token".to_owned());
+    }
+    let store_url = table
+        .get("store")
+        .and_then(|s| s.get("url"))
+        .and_then(|u| u.as_str());
+    if store_url.is_some_and(|u| crate::store::redact_url(u) != u) {
+        keys.push("store.url (password)".to_owned());
+    }
+    let workflows = table.get("workflows").and_then(|w| w.as_array());
+    for (i, w) in workflows.into_iter().flatten().enumerate() {
+        for key in ["signing_secret", "signing_secrets"] {
+            if w.get(key).is_some() {
+                keys.push(format!("workflows[{i}].{key}"));
+            }
+        }
+    }
+    keys
+}
+
+/// Warnings about the LiveKit secrets: shorter than [`MIN_LIVEKIT_SECRET_CHARS`], or the
+/// example configuration's.
+fn livekit_secret_warnings(livekit: &LiveKitConfig) -> Vec<String> {
+    let mut warnings = Vec::new();
+    for key in &livekit.keys {
+        let secret = key.secret.expose();
+        if secret == EXAMPLE_LIVEKIT_SECRET {
+            warnings.push(format!(
+                "the LiveKit secret of api_key {:?} is the example configuration's: \
+                 anyone who read config.toml can forge webhooks; generate a new one",
+                key.key
+            ));
+        } else if secret.chars().count() < MIN_LIVEKIT_SECRET_CHARS {
+            warnings.push(format!(
+                "the LiveKit secret of api_key {:?} is shorter than {MIN_LIVEKIT_SECRET_CHARS} \
+                 characters: a short HS256 key can be guessed offline from one captured webhook",
+                key.key
+            ));
+        }
+    }
+    warnings
 }
 
 /// A TOML error as `line L, column C: what`, without the excerpt of the file that
@@ -489,6 +641,27 @@ impl RawConfig {
         }
         if self.server.max_body_bytes < 1024 {
             return Err(invalid("server.max_body_bytes", "must be at least 1024"));
+        }
+        for (key, value) in [
+            (
+                "server.header_timeout_secs",
+                self.server.header_timeout_secs,
+            ),
+            ("server.body_timeout_secs", self.server.body_timeout_secs),
+            ("server.idle_timeout_secs", self.server.idle_timeout_secs),
+        ] {
+            if !(0.1..=3600.0).contains(&value) {
+                return Err(invalid(key, "must be between 0.1 and 3600 seconds"));
+            }
+        }
+        if self.server.max_connections == Some(0) {
+            return Err(invalid("server.max_connections", "must be at least 1"));
+        }
+        if !(0.1..=86_400.0).contains(&self.log.summary_interval_secs) {
+            return Err(invalid(
+                "log.summary_interval_secs",
+                "must be between 0.1 and 86400 seconds",
+            ));
         }
 
         let livekit = self.livekit.validate(env)?;
@@ -609,6 +782,7 @@ impl RawConfig {
         }
 
         let workflows = validate_workflows(self.workflows)?;
+        let warnings = livekit_secret_warnings(&livekit);
 
         Ok(Config {
             server: self.server,
@@ -620,6 +794,7 @@ impl RawConfig {
             api,
             reconcile: self.reconcile,
             workflows,
+            warnings,
         })
     }
 }
@@ -686,18 +861,42 @@ impl RawApi {
                     "set either token or token_file, not both",
                 ));
             }
-            (Some(t), None) if t.is_empty() => return Err(invalid("api.token", "is empty")),
-            (Some(t), None) => Some(Secret(t)),
-            (None, Some(path)) => Some(read_secret_file("api.token_file", &path)?),
+            (Some(t), None) => Some(("api.token", Secret(t))),
+            (None, Some(path)) => {
+                Some(("api.token_file", read_secret_file("api.token_file", &path)?))
+            }
             (None, None) => None,
         };
+        if let Some((key, token)) = &token
+            && token.expose().len() < MIN_API_TOKEN_BYTES
+        {
+            return Err(invalid(
+                *key,
+                format!(
+                    "must be at least {MIN_API_TOKEN_BYTES} bytes \
+                     (e.g. `openssl rand -hex 32`)"
+                ),
+            ));
+        }
+        let token = token.map(|(_, token)| token);
+        let metrics_refresh_secs = self.metrics_refresh_secs.unwrap_or(10.0);
+        if !(0.0..=3600.0).contains(&metrics_refresh_secs) {
+            return Err(invalid(
+                "api.metrics_refresh_secs",
+                "must be between 0 and 3600 seconds",
+            ));
+        }
         if !listen.ip().is_loopback() && token.is_none() {
             return Err(invalid(
                 "api.token",
                 "required when api.listen is not a loopback address",
             ));
         }
-        Ok(ApiConfig { listen, token })
+        Ok(ApiConfig {
+            listen,
+            token,
+            metrics_refresh_secs,
+        })
     }
 }
 
@@ -960,6 +1159,125 @@ room_pattern = '^VOICEKIT_workflow_(?P<call_slug>[A-Za-z0-9]+)_\d+$'
             e.starts_with("livekit.api_secret_file: ${CREDENTIALS_DIRECTORY}/s uses"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn server_limits_have_defaults_and_are_checked() {
+        let c = Config::parse(MINIMAL, &no_env()).unwrap();
+        assert_eq!(c.server.header_timeout(), Duration::from_secs(10));
+        assert_eq!(c.server.body_timeout(), Duration::from_secs(30));
+        assert_eq!(c.server.idle_timeout(), Duration::from_secs(95));
+        assert_eq!(c.server.max_connections, None);
+        assert_eq!(c.log.summary_interval(), Duration::from_secs(60));
+        assert_eq!(c.api.metrics_refresh_secs, 10.0);
+        let with = |extra: &str| format!("[server]\n{extra}\n{MINIMAL}");
+        let c = Config::parse(
+            &with("header_timeout_secs = 2\nbody_timeout_secs = 3\nidle_timeout_secs = 4\nmax_connections = 50"),
+            &no_env(),
+        )
+        .unwrap();
+        assert_eq!(c.server.idle_timeout(), Duration::from_secs(4));
+        assert_eq!(c.server.max_connections, Some(50));
+        for (line, key) in [
+            ("header_timeout_secs = 0", "server.header_timeout_secs"),
+            ("body_timeout_secs = -1", "server.body_timeout_secs"),
+            ("idle_timeout_secs = 1e9", "server.idle_timeout_secs"),
+            ("max_connections = 0", "server.max_connections"),
+        ] {
+            let e = err(&with(line));
+            assert!(e.starts_with(key), "{line}: {e}");
+        }
+    }
+
+    #[test]
+    fn an_api_token_must_be_at_least_32_bytes() {
+        let with = |token: &str| format!("[api]\ntoken = \"{token}\"\n{MINIMAL}");
+        let e = err(&with(&"x".repeat(31)));
+        assert!(e.starts_with("api.token: must be at least 32 bytes"), "{e}");
+        let e = err(&with(""));
+        assert!(e.starts_with("api.token: must be at least 32 bytes"), "{e}");
+        let c = Config::parse(&with(&"x".repeat(32)), &no_env()).unwrap();
+        assert_eq!(c.api.token.unwrap().expose().len(), 32);
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("token");
+        std::fs::write(&path, "short\n").unwrap();
+        let text = format!(
+            "[api]\ntoken_file = {:?}\n{MINIMAL}",
+            path.display().to_string()
+        );
+        let e = err(&text);
+        assert!(
+            e.starts_with("api.token_file: must be at least 32 bytes"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn weak_livekit_secrets_are_warned_about_without_showing_them() {
+        // MINIMAL's "secret" is short.
+        let c = Config::parse(MINIMAL, &no_env()).unwrap();
+        assert_eq!(c.warnings.len(), 1, "{:?}", c.warnings);
+        assert!(c.warnings[0].contains("shorter than 32 characters"));
+        assert!(!c.warnings[0].contains("\"secret\""));
+        let example = MINIMAL.replace("\"secret\"", &format!("{EXAMPLE_LIVEKIT_SECRET:?}"));
+        let c = Config::parse(&example, &no_env()).unwrap();
+        assert!(
+            c.warnings[0].contains("is the example configuration's"),
+            "{:?}",
+            c.warnings
+        );
+        assert!(!c.warnings[0].contains(EXAMPLE_LIVEKIT_SECRET));
+        let strong = MINIMAL.replace("\"secret\"", &format!("\"{}\"", "k".repeat(40)));
+        assert!(
+            Config::parse(&strong, &no_env())
+                .unwrap()
+                .warnings
+                .is_empty()
+        );
+        // The bundled example draws the warning it should.
+        let bundled = Config::parse(include_str!("../config.toml"), &no_env()).unwrap();
+        assert!(
+            bundled
+                .warnings
+                .iter()
+                .any(|w| w.contains("example configuration"))
+        );
+    }
+
+    #[test]
+    fn a_file_of_inline_secrets_others_can_read_is_warned_about() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.toml");
+        let text = format!(
+            "[store]\nurl = \"postgres://u:pw@db/vk\"\n{}",
+            MINIMAL.replace(
+                "room_pattern",
+                "signing_secret = \"whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD\"\nroom_pattern"
+            )
+        );
+        std::fs::write(&path, &text).unwrap();
+        let mode = |m| std::fs::set_permissions(&path, std::fs::Permissions::from_mode(m)).unwrap();
+        mode(0o644);
+        let warning = exposed_inline_secrets(&path, &text).unwrap();
+        assert!(
+            warning
+                .contains("livekit.api_secret, store.url (password), workflows[0].signing_secret")
+                && warning.contains("readable by everyone"),
+            "{warning}"
+        );
+        mode(0o640);
+        assert!(
+            exposed_inline_secrets(&path, &text)
+                .unwrap()
+                .contains("its group")
+        );
+        mode(0o600);
+        assert_eq!(exposed_inline_secrets(&path, &text), None);
+        mode(0o644);
+        let no_inline = "[livekit]\napi_key = \"k\"\napi_secret_file = \"/run/s\"\n";
+        assert_eq!(exposed_inline_secrets(&path, no_inline), None);
     }
 
     #[test]

@@ -8,6 +8,7 @@ pub mod call;
 pub mod cli;
 pub mod config;
 pub mod delivery;
+pub mod descriptors;
 pub mod http;
 pub mod ingest;
 pub mod livekit;
@@ -32,7 +33,11 @@ use tokio::{
 use crate::{
     config::{Config, SharedWorkflows},
     delivery::Worker,
-    http::{AppState, operator::OperatorState},
+    http::{
+        AppState,
+        listener::{self, Limits},
+        operator::OperatorState,
+    },
     ingest::Ingestor,
     livekit::{api::LiveKitApi, auth::WebhookVerifier},
     reconcile::Reconciler,
@@ -72,6 +77,14 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 pub async fn run_with(config: Config, options: RunOptions) -> anyhow::Result<()> {
     // Before anything slow: until a handler is installed, SIGTERM and SIGHUP kill.
     let signals = Signals::install().context("installing signal handlers")?;
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        "voicekit-bridge starting"
+    );
+    for warning in &config.warnings {
+        tracing::warn!("configuration: {warning}");
+    }
+    let max_connections = connection_cap(&config);
     let store = Store::open(&config.store.url, config.store.max_connections)
         .await
         .with_context(|| {
@@ -97,11 +110,14 @@ pub async fn run_with(config: Config, options: RunOptions) -> anyhow::Result<()>
     let ingestor = Ingestor::new(store_writer.clone());
     let recordings = Recordings::new(config.recordings.clone()).await;
     let livekit = LiveKitApi::new(config.livekit.url.clone(), config.livekit.keys[0].clone());
+    let (trigger, shutdown) = shutdown::channel();
     let operator = Arc::new(OperatorState {
         store: store.clone(),
         workflows: workflows.clone(),
         token: config.api.token.clone(),
         delivery: wake.clone(),
+        shutdown: shutdown.clone(),
+        gauges: http::GaugeCache::new(Duration::from_secs_f64(config.api.metrics_refresh_secs)),
     });
     let reconciler = Reconciler {
         store: store.clone(),
@@ -120,8 +136,8 @@ pub async fn run_with(config: Config, options: RunOptions) -> anyhow::Result<()>
     )
     .context("building the HTTP client for deliveries")?;
 
-    let (trigger, shutdown) = shutdown::channel();
     let delivery = tokio::spawn(worker.run(shutdown.clone()));
+    let summary = http::summary::spawn(config.log.summary_interval(), shutdown.clone());
     let repairs = tokio::spawn(reconciler.run(shutdown.clone()));
     tokio::spawn(store::keep_checkpointed(
         ops_store.clone(),
@@ -139,12 +155,19 @@ pub async fn run_with(config: Config, options: RunOptions) -> anyhow::Result<()>
         .await
         .with_context(|| format!("binding api.listen = {}", config.api.listen))?;
     let api_addr = api_listener.local_addr()?;
-    let mut api_shutdown = shutdown.clone();
-    tokio::spawn(
-        axum::serve(api_listener, http::operator::router(operator))
-            .with_graceful_shutdown(async move { api_shutdown.wait().await })
-            .into_future(),
-    );
+    let limits = Limits {
+        header_timeout: config.server.header_timeout(),
+        body_timeout: config.server.body_timeout(),
+        idle_timeout: config.server.idle_timeout(),
+        max_connections: OPERATOR_MAX_CONNECTIONS,
+    };
+    tokio::spawn(listener::serve(
+        api_listener,
+        http::operator::router(operator),
+        limits,
+        metrics::Listener::Operator,
+        shutdown.clone(),
+    ));
     tracing::info!(addr = %api_addr, "operator API listening");
 
     let listener = TcpListener::bind(config.server.listen)
@@ -155,11 +178,18 @@ pub async fn run_with(config: Config, options: RunOptions) -> anyhow::Result<()>
         verifier: WebhookVerifier::new(&config.livekit.keys),
         ingestor,
         max_body_bytes: config.server.max_body_bytes,
+        body_timeout: config.server.body_timeout(),
         store: ops_store.clone(),
         shutdown: shutdown.clone(),
     });
     let app = http::router(&config.server.webhook_path, state);
-    tracing::info!(%addr, path = %config.server.webhook_path, workflows = config.workflows.len(), "listening for LiveKit webhooks");
+    tracing::info!(
+        %addr,
+        path = %config.server.webhook_path,
+        workflows = config.workflows.len(),
+        max_connections,
+        "listening for LiveKit webhooks"
+    );
     {
         let mut out = std::io::stdout().lock();
         writeln!(out, "{OPERATOR_API_LINE} {api_addr}")?;
@@ -173,12 +203,16 @@ pub async fn run_with(config: Config, options: RunOptions) -> anyhow::Result<()>
         None => drop(ignore_hangups(signals.hup)),
     }
 
-    let mut on_shutdown = shutdown.clone();
-    let mut server = tokio::spawn(
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move { on_shutdown.wait().await })
-            .into_future(),
-    );
+    let mut server = tokio::spawn(listener::serve(
+        listener,
+        app,
+        Limits {
+            max_connections,
+            ..limits
+        },
+        metrics::Listener::Webhook,
+        shutdown.clone(),
+    ));
     let term = signals.term;
     tokio::spawn(async move {
         wait_for_stop(term).await;
@@ -196,9 +230,7 @@ pub async fn run_with(config: Config, options: RunOptions) -> anyhow::Result<()>
     // a graceful end from a failure.
     if served_already.is_some() && !shutdown.is_shutdown() {
         if let Some(served) = served_already {
-            served
-                .context("the HTTP server task failed")?
-                .context("serving HTTP")?;
+            served.context("the HTTP server task failed")?;
         }
         anyhow::bail!("the HTTP server stopped without being asked to");
     }
@@ -218,9 +250,8 @@ pub async fn run_with(config: Config, options: RunOptions) -> anyhow::Result<()>
     .await;
     match drained {
         Ok(served) => {
-            served
-                .context("the HTTP server task failed")?
-                .context("serving HTTP")?;
+            served.context("the HTTP server task failed")?;
+            let _ = summary.await;
             tracing::info!("stopped");
         }
         Err(_) => tracing::warn!(
@@ -231,6 +262,38 @@ pub async fn run_with(config: Config, options: RunOptions) -> anyhow::Result<()>
     // Closes the SQLite connections cleanly (and checkpoints the WAL) before the exit.
     let _ = tokio::time::timeout(Duration::from_secs(2), ops_store.close()).await;
     Ok(())
+}
+
+/// Connections the operator listener holds at most: a few operators and scrapers.
+const OPERATOR_MAX_CONNECTIONS: usize = 64;
+
+/// Raises the open-file limit (logging what it is) and picks the webhook listener's
+/// connection cap under it.
+fn connection_cap(config: &Config) -> usize {
+    let limit = match descriptors::raise_open_file_limit() {
+        Ok(limit) => {
+            if limit.now > limit.was {
+                tracing::info!(
+                    from = limit.was,
+                    to = limit.now,
+                    "raised the open-file limit to its hard limit"
+                );
+            } else {
+                tracing::info!(limit = limit.now, "open-file limit");
+            }
+            limit.now
+        }
+        Err(e) => {
+            let limit = descriptors::open_file_limit().unwrap_or(u64::MAX);
+            tracing::warn!(error = %e, limit, "cannot raise the open-file limit; keeping it");
+            limit
+        }
+    };
+    let (cap, warning) = descriptors::connection_cap(config.server.max_connections, limit);
+    if let Some(warning) = warning {
+        tracing::warn!("{warning}");
+    }
+    cap
 }
 
 /// The signals the daemon handles, installed first thing so none is lost or fatal.

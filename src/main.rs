@@ -134,9 +134,21 @@ enum DeliveriesCommand {
     },
 }
 
+/// Threads for blocking work (file I/O, DNS lookups, the SQLite writer) at most; with
+/// the workers, well under the unit's `TasksMax=`.
+const MAX_BLOCKING_THREADS: usize = 128;
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .max_blocking_threads(MAX_BLOCKING_THREADS)
+        .build()
+        .expect("starting the tokio runtime")
+}
+
 /// Runs a command's future on a fresh runtime and turns its error into an exit code.
 fn block_on(future: impl std::future::Future<Output = anyhow::Result<()>>) -> ExitCode {
-    let runtime = tokio::runtime::Runtime::new().expect("starting the tokio runtime");
+    let runtime = runtime();
     match runtime.block_on(future) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -209,6 +221,9 @@ fn main() -> ExitCode {
                     c.workflows.len(),
                     c.livekit.keys.len()
                 );
+                for warning in &c.warnings {
+                    eprintln!("warning: {warning}");
+                }
                 ExitCode::SUCCESS
             }
             Err(code) => code,
@@ -222,7 +237,7 @@ fn main() -> ExitCode {
                 config_path: Some(std::path::absolute(&arg.config).unwrap_or(arg.config)),
                 set_log_level: init_logging(&config),
             };
-            let runtime = tokio::runtime::Runtime::new().expect("starting the tokio runtime");
+            let runtime = runtime();
             let result = runtime.block_on(voicekit_bridge::run_with(config, options));
             // Whatever still runs after the stop grace must not hold the exit back.
             runtime.shutdown_timeout(std::time::Duration::from_secs(1));

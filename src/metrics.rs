@@ -1,10 +1,12 @@
-//! Prometheus metrics: what the daemon counts while it runs, rendered for `GET /metrics`.
+//! Prometheus metrics: what the daemon counts while it runs, rendered for `GET /metrics`
+//! on the operator listener.
 //!
 //! Counters and histograms live in one process-wide registry, so any module records with
 //! a plain function call (`metrics::webhook_rejected("expired")`) and nothing has to be
 //! threaded through constructors. Gauges that describe stored state (calls by phase,
 //! outbox depth and age) are not kept here at all: `/metrics` reads them from the store
-//! at scrape time ([`StoreGauges`]), so they are right after a restart too.
+//! ([`StoreGauges`], at most once per `api.metrics_refresh_secs`), so they are right
+//! after a restart too.
 //!
 //! The output is the OpenMetrics text format (`# EOF`-terminated), which Prometheus
 //! scrapes natively; names follow Prometheus conventions (`_total`, `_seconds`).
@@ -91,7 +93,94 @@ pub const REJECT_REASONS: &[&str] = &[
     "malformed_json",
     "missing_event",
     "too_large",
+    "body_timeout",
+    "body_unreadable",
 ];
+
+/// The event types LiveKit sends; any other `event` is counted as `other`, so a label
+/// set can never grow from odd input.
+const LIVEKIT_EVENTS: &[&str] = &[
+    "room_started",
+    "room_finished",
+    "participant_joined",
+    "participant_left",
+    "participant_connection_aborted",
+    "track_published",
+    "track_unpublished",
+    "egress_started",
+    "egress_updated",
+    "egress_ended",
+    "ingress_started",
+    "ingress_ended",
+    "agent_job_started",
+    "agent_job_ended",
+];
+
+/// Which listener a connection came to (`listener` label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Listener {
+    /// `[server] listen`: LiveKit's webhooks, `/healthz`, `/readyz`.
+    Webhook,
+    /// `[api] listen`: the operator API and `/metrics`.
+    Operator,
+}
+
+impl Listener {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Listener::Webhook => "webhook",
+            Listener::Operator => "operator",
+        }
+    }
+}
+
+/// Why the daemon closed a connection it had accepted (`phase` label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ConnectionTimeout {
+    /// The request's headers did not arrive in time.
+    Header,
+    /// The request's body did not arrive in time (answered 408).
+    Body,
+    /// A keep-alive connection sent no new request in time (normal operation).
+    Idle,
+}
+
+impl ConnectionTimeout {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConnectionTimeout::Header => "header",
+            ConnectionTimeout::Body => "body",
+            ConnectionTimeout::Idle => "idle",
+        }
+    }
+}
+
+/// Why `accept` failed (`kind` label): out of descriptors (`EMFILE`, `ENFILE`), out
+/// of memory (`ENOBUFS`, `ENOMEM`), or anything else.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum AcceptError {
+    Descriptors,
+    Memory,
+    Other,
+}
+
+impl AcceptError {
+    pub fn of(e: &std::io::Error) -> AcceptError {
+        match e.raw_os_error() {
+            Some(libc::EMFILE | libc::ENFILE) => AcceptError::Descriptors,
+            Some(libc::ENOBUFS | libc::ENOMEM) => AcceptError::Memory,
+            _ => AcceptError::Other,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AcceptError::Descriptors => "descriptors",
+            AcceptError::Memory => "memory",
+            AcceptError::Other => "other",
+        }
+    }
+}
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct WebhookLabels {
@@ -115,6 +204,23 @@ struct StateLabels {
     state: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ListenerLabels {
+    listener: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TimeoutLabels {
+    listener: &'static str,
+    phase: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AcceptErrorLabels {
+    listener: &'static str,
+    kind: &'static str,
+}
+
 struct Metrics {
     registry: Registry,
     webhooks_received: Family<WebhookLabels, Counter>,
@@ -124,6 +230,10 @@ struct Metrics {
     s3_errors: Counter,
     store_commit: Histogram,
     wal_sync: Histogram,
+    connections_open: Family<ListenerLabels, Gauge>,
+    connection_timeouts: Family<TimeoutLabels, Counter>,
+    accept_errors: Family<AcceptErrorLabels, Counter>,
+    connection_limit_reached: Family<ListenerLabels, Counter>,
 }
 
 static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
@@ -183,8 +293,69 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         Unit::Seconds,
         wal_sync.clone(),
     );
+    let connections_open = Family::<ListenerLabels, Gauge>::default();
+    let connection_timeouts = Family::<TimeoutLabels, Counter>::default();
+    let accept_errors = Family::<AcceptErrorLabels, Counter>::default();
+    let connection_limit_reached = Family::<ListenerLabels, Counter>::default();
+    for listener in [Listener::Webhook, Listener::Operator] {
+        let listener = listener.as_str();
+        connections_open
+            .get_or_create(&ListenerLabels { listener })
+            .set(0);
+        connection_limit_reached
+            .get_or_create(&ListenerLabels { listener })
+            .inc_by(0);
+        for phase in [
+            ConnectionTimeout::Header,
+            ConnectionTimeout::Body,
+            ConnectionTimeout::Idle,
+        ] {
+            connection_timeouts
+                .get_or_create(&TimeoutLabels {
+                    listener,
+                    phase: phase.as_str(),
+                })
+                .inc_by(0);
+        }
+        for kind in [
+            AcceptError::Descriptors,
+            AcceptError::Memory,
+            AcceptError::Other,
+        ] {
+            accept_errors
+                .get_or_create(&AcceptErrorLabels {
+                    listener,
+                    kind: kind.as_str(),
+                })
+                .inc_by(0);
+        }
+    }
+    registry.register(
+        "connections_open",
+        "HTTP connections open now, by listener",
+        connections_open.clone(),
+    );
+    registry.register(
+        "connection_timeouts",
+        "Connections closed because a request's headers or body, or the next request, did not come in time",
+        connection_timeouts.clone(),
+    );
+    registry.register(
+        "accept_errors",
+        "Failed accepts of new connections (descriptors: the open-file limit), by listener and kind",
+        accept_errors.clone(),
+    );
+    registry.register(
+        "connection_limit_reached",
+        "Times a listener reached its connection cap and stopped accepting until one closed",
+        connection_limit_reached.clone(),
+    );
     Metrics {
         registry,
+        connections_open,
+        connection_timeouts,
+        accept_errors,
+        connection_limit_reached,
         webhooks_received,
         webhooks_rejected,
         deliveries,
@@ -195,14 +366,10 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
     }
 });
 
-/// The `event` label for a LiveKit event type: kept as is when it looks like one
-/// (lowercase and `_`, as LiveKit names them), else `other`, so a label set can never
-/// grow from odd input.
+/// The `event` label for a LiveKit event type: one of [`LIVEKIT_EVENTS`] (or `unknown`,
+/// a webhook refused before its body was read), else `other`.
 fn event_label(event: &str) -> String {
-    let plausible = !event.is_empty()
-        && event.len() <= 48
-        && event.bytes().all(|b| b.is_ascii_lowercase() || b == b'_');
-    if plausible {
+    if event == "unknown" || LIVEKIT_EVENTS.contains(&event) {
         event.to_owned()
     } else {
         "other".to_owned()
@@ -231,6 +398,50 @@ pub fn webhook_rejected(reason: &str) {
         })
         .inc();
     webhook_received("unknown", WebhookResult::Rejected);
+}
+
+/// One more (`opened`) or one fewer open connection on `listener`.
+pub fn connection_open(listener: Listener, opened: bool) {
+    let gauge = METRICS.connections_open.get_or_create(&ListenerLabels {
+        listener: listener.as_str(),
+    });
+    if opened {
+        gauge.inc();
+    } else {
+        gauge.dec();
+    }
+}
+
+/// Counts a connection closed by one of the listener's timeouts.
+pub fn connection_timed_out(listener: Listener, phase: ConnectionTimeout) {
+    METRICS
+        .connection_timeouts
+        .get_or_create(&TimeoutLabels {
+            listener: listener.as_str(),
+            phase: phase.as_str(),
+        })
+        .inc();
+}
+
+/// Counts a failed `accept`.
+pub fn accept_failed(listener: Listener, kind: AcceptError) {
+    METRICS
+        .accept_errors
+        .get_or_create(&AcceptErrorLabels {
+            listener: listener.as_str(),
+            kind: kind.as_str(),
+        })
+        .inc();
+}
+
+/// Counts a listener reaching its connection cap.
+pub fn connection_limit_reached(listener: Listener) {
+    METRICS
+        .connection_limit_reached
+        .get_or_create(&ListenerLabels {
+            listener: listener.as_str(),
+        })
+        .inc();
 }
 
 /// Records one finished delivery attempt of an event of workflow `workflow_slug`, which
@@ -383,6 +594,8 @@ mod tests {
     #[test]
     fn odd_event_names_share_one_label() {
         assert_eq!(event_label("egress_ended"), "egress_ended");
+        assert_eq!(event_label("unknown"), "unknown");
+        assert_eq!(event_label("made_up_event"), "other");
         assert_eq!(event_label("Room\"Started"), "other");
         assert_eq!(event_label(&"a".repeat(100)), "other");
         assert_eq!(event_label(""), "other");

@@ -52,7 +52,7 @@ const FINISHED_S: i64 = 1_761_234_740;
 
 const SECRET_OLD: &str = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD";
 const SECRET_NEW: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
-const TOKEN: &str = "t0ken";
+const TOKEN: &str = "t0ken-0123456789abcdef0123456789abcdef";
 /// Where the customer endpoint takes VoiceKit events.
 const HOOK_PATH: &str = "/hooks/voicekit";
 
@@ -527,10 +527,13 @@ async fn with_a_token_configured_requests_without_the_right_bearer_token_get_401
     };
     assert_eq!(get(None).await, 401, "no token");
     assert_eq!(get(Some("Bearer wrong")).await, 401, "wrong token");
-    assert_eq!(get(Some("Bearer t0ke")).await, 401, "a prefix of the token");
-    assert_eq!(get(Some("Bearer t0ken2")).await, 401, "the token and more");
+    let prefix = format!("Bearer {}", &TOKEN[..TOKEN.len() - 1]);
+    assert_eq!(get(Some(&prefix)).await, 401, "a prefix of the token");
+    let more = format!("Bearer {TOKEN}2");
+    assert_eq!(get(Some(&more)).await, 401, "the token and more");
     assert_eq!(get(Some(TOKEN)).await, 401, "the token without Bearer");
-    assert_eq!(get(Some("Bearer t0ken")).await, 200, "the token");
+    let right = format!("Bearer {TOKEN}");
+    assert_eq!(get(Some(&right)).await, 200, "the token");
 
     // Changes want it too.
     let replay = json!({"workflow": "customer-support", "since": "2025-01-01T00:00:00Z", "until": "2030-01-01T00:00:00Z"});

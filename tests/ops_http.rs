@@ -1,5 +1,6 @@
 //! Proves the operator endpoints of the real daemon answer as README documents: `/healthz`
-//! and `/readyz` say 200 while serving, and `/metrics` is a Prometheus (OpenMetrics) text
+//! and `/readyz` say 200 while serving, and `/metrics` (on the operator listener) is a
+//! Prometheus (OpenMetrics) text
 //! exposition whose counters move with the webhooks sent — by event and result, rejections
 //! by reason — and whose gauges show what the store holds (calls by state, the outbox
 //! backlog and its age).
@@ -26,7 +27,7 @@ fn value(text: &str, series: &str) -> Option<f64> {
 async fn scrape(daemon: &Daemon) -> String {
     let response = daemon
         .http()
-        .get(daemon.url("/metrics"))
+        .get(support::operator::api_url(daemon, "/metrics"))
         .send()
         .await
         .expect("GET /metrics");
@@ -52,9 +53,9 @@ async fn post(daemon: &Daemon, body: &str, secret: &str) -> u16 {
 async fn healthz_and_readyz_say_ok_while_serving() {
     let daemon = Daemon::start(&TestConfig::new("http://127.0.0.1:9/hook").toml()).await;
     assert_eq!(daemon.get("/healthz").await, (200, "ok\n".to_owned()));
-    let (status, body) = daemon.get("/readyz").await;
-    assert_eq!(status, 200, "{body}");
-    let json: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    assert_eq!(daemon.get("/readyz").await, (200, "ok\n".to_owned()));
+    let (status, json) = support::operator::api_get(&daemon, "/readyz").await;
+    assert_eq!(status, 200, "{json}");
     assert_eq!(json["status"], "ready");
 }
 
@@ -141,7 +142,11 @@ async fn metrics_show_calls_by_state_and_the_outbox_backlog() {
     let mut receiver = Receiver::start_with(vec![500]).await;
     let mut config = TestConfig::new(&receiver.url("/hook"));
     config.retry_schedule_secs = "[3600]";
-    let daemon = Daemon::start(&config.toml()).await;
+    // The store's counts are read again at most this often.
+    let toml = config
+        .toml()
+        .replacen("\n[api]\n", "\n[api]\nmetrics_refresh_secs = 0.2\n", 1);
+    let daemon = Daemon::start(&toml).await;
 
     let empty = scrape(&daemon).await;
     assert_eq!(value(&empty, "voicekit_bridge_outbox_pending"), Some(0.0));

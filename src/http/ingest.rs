@@ -1,8 +1,10 @@
 //! `POST {webhook_path}`: where LiveKit delivers its webhooks.
 //!
-//! The answer tells LiveKit whether to retry: 401/400/413 are final (LiveKit does not
-//! retry 4xx), 503 means "not stored, try again", and 200 only comes after the event
-//! and everything it causes are committed.
+//! The answer tells LiveKit whether to retry: 401/400/408/413 are final (LiveKit does
+//! not retry 4xx), 503 means "not stored, try again", and 200 only comes after the event
+//! and everything it causes are committed. The token in `Authorization` is checked
+//! before the body is read, so a forged request costs a header parse and one HMAC, and
+//! refusals are counted by reason and logged as a periodic summary, not a line each.
 
 use std::sync::Arc;
 
@@ -15,7 +17,13 @@ use axum::{
 use base64::Engine;
 use sha2::{Digest, Sha256};
 
-use super::{AppState, error};
+use http_body_util::LengthLimitError;
+
+use super::{
+    AppState, error,
+    listener::BodyTimedOut,
+    summary::{self, Event},
+};
 use crate::{
     ingest::Accepted,
     livekit::event::{EventError, WebhookEvent},
@@ -29,26 +37,31 @@ pub async fn receive(State(app): State<Arc<AppState>>, headers: HeaderMap, body:
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<usize>().ok());
     if declared.is_some_and(|len| len > limit) {
-        tracing::warn!(bytes = declared, limit, "webhook rejected: body too large");
-        metrics::webhook_rejected("too_large");
+        refused(
+            "too_large",
+            &format_args!("{declared:?} bytes declared, limit {limit}"),
+        );
         return error(StatusCode::PAYLOAD_TOO_LARGE, "body too large");
     }
-    let body = match to_bytes(body, limit).await {
-        Ok(bytes) => bytes,
-        Err(e) => {
-            // to_bytes fails on the limit or a broken connection; both mean "not accepted".
-            tracing::warn!(limit, error = %e, "webhook rejected: body too large or unreadable");
-            metrics::webhook_rejected("too_large");
-            return error(StatusCode::PAYLOAD_TOO_LARGE, "body too large");
-        }
-    };
 
+    // The token first: a forged request is refused before its body is read.
     let authorization = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
-    if let Err(e) = app.verifier.verify(authorization, &body) {
-        tracing::warn!(reason = e.reason(), detail = %e, "webhook rejected: unauthorized");
-        metrics::webhook_rejected(e.reason());
+    let hash = match app.verifier.verify_token(authorization) {
+        Ok(hash) => hash,
+        Err(e) => {
+            refused(e.reason(), &e);
+            return error(StatusCode::UNAUTHORIZED, "unauthorized");
+        }
+    };
+
+    let body = match to_bytes(body, limit).await {
+        Ok(bytes) => bytes,
+        Err(e) => return unread_body(&app, e),
+    };
+    if let Err(e) = hash.check(&body) {
+        refused(e.reason(), &e);
         return error(StatusCode::UNAUTHORIZED, "unauthorized");
     }
 
@@ -59,8 +72,7 @@ pub async fn receive(State(app): State<Arc<AppState>>, headers: HeaderMap, body:
                 EventError::Json(_) => "malformed_json",
                 EventError::MissingEvent => "missing_event",
             };
-            tracing::warn!(reason, detail = %e, "webhook rejected: bad body");
-            metrics::webhook_rejected(reason);
+            refused(reason, &e);
             return error(StatusCode::BAD_REQUEST, &e.to_string());
         }
     };
@@ -110,6 +122,62 @@ pub async fn receive(State(app): State<Arc<AppState>>, headers: HeaderMap, body:
             )
         }
     }
+}
+
+/// Counts a refused webhook and logs it: at once when it is the first with this reason
+/// in the summary interval, else only in the summary line (see `summary`).
+fn refused(reason: &'static str, detail: &dyn std::fmt::Display) {
+    metrics::webhook_rejected(reason);
+    let what = match reason {
+        "too_large" => "body too large",
+        "body_timeout" => "body too slow",
+        "body_unreadable" | "malformed_json" | "missing_event" => "bad body",
+        _ => "unauthorized",
+    };
+    if summary::note(Event::Rejected(reason)) {
+        tracing::warn!(
+            reason,
+            %detail,
+            "webhook rejected: {what} (more like it are summarised every log.summary_interval_secs)"
+        );
+    } else {
+        tracing::debug!(reason, %detail, "webhook rejected: {what}");
+    }
+}
+
+/// The answer when the body could not be read: 408 when it did not arrive in time,
+/// 413 when it is longer than allowed, 400 when the connection broke.
+fn unread_body(app: &AppState, e: axum::Error) -> Response {
+    let inner = e.into_inner();
+    if caused_by::<BodyTimedOut>(&*inner) {
+        refused("body_timeout", &inner);
+        let mut answer = error(
+            StatusCode::REQUEST_TIMEOUT,
+            &format!("the body did not arrive within {:?}", app.body_timeout),
+        );
+        answer
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        return answer;
+    }
+    if caused_by::<LengthLimitError>(&*inner) {
+        refused("too_large", &inner);
+        return error(StatusCode::PAYLOAD_TOO_LARGE, "body too large");
+    }
+    refused("body_unreadable", &inner);
+    error(StatusCode::BAD_REQUEST, "the body could not be read")
+}
+
+/// Whether `e` or one of its sources is a `T` (the body's errors come wrapped by axum).
+fn caused_by<T: std::error::Error + 'static>(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(e);
+    while let Some(e) = next {
+        if e.is::<T>() {
+            return true;
+        }
+        next = e.source();
+    }
+    false
 }
 
 // The bodies of the 200s, written as they are rather than built as a JSON value and

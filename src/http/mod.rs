@@ -1,18 +1,26 @@
-//! The daemon's HTTP face: LiveKit's webhook route, health, readiness and metrics.
+//! The daemon's HTTP faces. The public webhook listener ([`router`]) serves LiveKit's
+//! webhook route, `/healthz` and `/readyz`, and says nothing more than ok / not ready;
+//! metrics, detailed readiness and the operator API are on the operator listener
+//! ([`operator::router`]), loopback by default. Both are served by [`listener::serve`],
+//! which bounds what a slow or hostile client can hold.
 
 mod ingest;
+pub mod listener;
 pub mod operator;
 mod ops;
+pub mod summary;
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
 use axum::{
     Json, Router,
     extract::DefaultBodyLimit,
-    http::StatusCode,
+    http::{StatusCode, header},
     response::{IntoResponse, Response},
     routing::{get, post},
 };
+
+pub use ops::GaugeCache;
 
 use crate::{ingest::Ingestor, livekit::auth::WebhookVerifier, shutdown::Shutdown, store::Store};
 
@@ -21,18 +29,20 @@ pub struct AppState {
     pub verifier: WebhookVerifier,
     pub ingestor: Ingestor,
     pub max_body_bytes: usize,
-    /// For `/readyz` and the scrape-time gauges of `/metrics`.
+    /// How long a webhook's body may take to arrive (for the 408's message).
+    pub body_timeout: Duration,
+    /// For `/readyz`.
     pub store: Store,
     /// `/readyz` answers 503 once shutdown has begun.
     pub shutdown: Shutdown,
 }
 
+/// The public webhook listener's routes; anything else is an empty 404.
 pub fn router(webhook_path: &str, state: Arc<AppState>) -> Router {
     Router::new()
         .route(webhook_path, post(ingest::receive))
-        .route("/healthz", get(|| async { "ok\n" }))
-        .route("/readyz", get(ops::readyz))
-        .route("/metrics", get(ops::metrics))
+        .route("/healthz", get(|| async { plain(StatusCode::OK, "ok\n") }))
+        .route("/readyz", get(ops::public_readyz))
         // The ingest handler enforces the configured limit itself, to answer 413 in JSON.
         .layer(DefaultBodyLimit::disable())
         .with_state(state)
@@ -41,4 +51,14 @@ pub fn router(webhook_path: &str, state: Arc<AppState>) -> Router {
 /// A short JSON error body: `{"error": "..."}`.
 pub(crate) fn error(status: StatusCode, message: &str) -> Response {
     (status, Json(serde_json::json!({ "error": message }))).into_response()
+}
+
+/// A plain-text answer.
+pub(crate) fn plain(status: StatusCode, text: &'static str) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        text,
+    )
+        .into_response()
 }

@@ -1,6 +1,15 @@
 //! The operator API: what happened to a call, which deliveries failed, and putting
-//! them back in line. Served on its own listener (`[api] listen`, loopback by default)
-//! so it is never exposed beside LiveKit's webhook route by accident.
+//! them back in line, plus `/metrics` and a readiness that says why. Served on its own
+//! listener (`[api] listen`, loopback by default) so it is never exposed beside
+//! LiveKit's webhook route by accident.
+//!
+//! Loopback is not a wall against a browser on the same machine: a page can make it
+//! send requests there (CSRF) or point its own host name at 127.0.0.1 (DNS
+//! rebinding). So without a token, a request must name a loopback host in `Host:`
+//! (else 421), and every mutating request must be `Content-Type: application/json`
+//! (else 415, which a cross-site form cannot send without a CORS preflight nobody
+//! answers) from no foreign `Origin` (else 403). A store error is logged with an id
+//! and answered with that id, never with the store's own words.
 
 use std::sync::Arc;
 
@@ -20,9 +29,10 @@ use serde_json::json;
 use time::{OffsetDateTime, format_description::well_known::Rfc3339};
 use tokio::sync::Notify;
 
-use super::error;
+use super::{GaugeCache, error, ops};
 use crate::{
     config::{Secret, SharedWorkflows},
+    shutdown::Shutdown,
     store::{Store, StoreError},
 };
 
@@ -32,6 +42,10 @@ pub struct OperatorState {
     pub token: Option<Secret>,
     /// Wakes the delivery worker after a retry or replay.
     pub delivery: Arc<Notify>,
+    /// `/readyz` answers 503 once shutdown has begun.
+    pub shutdown: Shutdown,
+    /// The store's counts for `/metrics`.
+    pub gauges: GaugeCache,
 }
 
 pub fn router(state: Arc<OperatorState>) -> Router {
@@ -41,8 +55,83 @@ pub fn router(state: Arc<OperatorState>) -> Router {
         .route("/api/deliveries", get(list_deliveries))
         .route("/api/deliveries/{id}/retry", post(retry))
         .route("/api/deliveries/replay", post(replay))
+        .route("/metrics", get(ops::metrics))
+        .route("/readyz", get(ops::operator_readyz))
         .layer(middleware::from_fn_with_state(state.clone(), authorize))
         .with_state(state)
+}
+
+/// Why a request is refused before the token is even looked at, if it is.
+fn refuse_from_a_browser(request: &Request, token_set: bool) -> Option<Response> {
+    let headers = request.headers();
+    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
+    if !token_set && host.is_some_and(|host| !is_loopback_host(host)) {
+        tracing::warn!(host, path = %request.uri().path(), "operator API request for a foreign Host refused");
+        return Some(error(
+            StatusCode::MISDIRECTED_REQUEST,
+            "this API answers only to a loopback Host (localhost, 127.0.0.1, [::1])",
+        ));
+    }
+    if request.method().is_safe() {
+        return None;
+    }
+    if let Some(origin) = headers.get(header::ORIGIN) {
+        let same = origin
+            .to_str()
+            .ok()
+            .and_then(|o| url::Url::parse(o).ok())
+            .and_then(|o| authority(&o))
+            .is_some_and(|o| host.is_some_and(|h| o.eq_ignore_ascii_case(h)));
+        if !same {
+            tracing::warn!(origin = ?origin, path = %request.uri().path(), "operator API request from a foreign Origin refused");
+            return Some(error(
+                StatusCode::FORBIDDEN,
+                "requests from another origin are refused",
+            ));
+        }
+    }
+    let json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
+    if !json {
+        return Some(error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "send Content-Type: application/json",
+        ));
+    }
+    None
+}
+
+/// `host[:port]` of an origin URL, as a `Host:` header would name it.
+fn authority(url: &url::Url) -> Option<String> {
+    let host = url.host_str()?;
+    Some(match url.port() {
+        Some(port) => format!("{host}:{port}"),
+        None => host.to_owned(),
+    })
+}
+
+/// Whether a `Host:` value names this machine: `localhost` (or a `.localhost` name,
+/// which resolvers keep on loopback) or a loopback address, with any port.
+fn is_loopback_host(host: &str) -> bool {
+    let name = match host.strip_prefix('[') {
+        Some(rest) => rest.split(']').next().unwrap_or_default(),
+        None => host.rsplit_once(':').map_or(host, |(name, port)| {
+            if port.bytes().all(|b| b.is_ascii_digit()) {
+                name
+            } else {
+                host
+            }
+        }),
+    };
+    let name = name.trim_end_matches('.').to_ascii_lowercase();
+    name == "localhost"
+        || name.ends_with(".localhost")
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 async fn authorize(
@@ -50,6 +139,9 @@ async fn authorize(
     request: Request,
     next: Next,
 ) -> Response {
+    if let Some(refused) = refuse_from_a_browser(&request, state.token.is_some()) {
+        return refused;
+    }
     if let Some(token) = &state.token {
         let given = request
             .headers()
@@ -85,8 +177,12 @@ impl IntoResponse for ApiError {
 
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> ApiError {
-        tracing::error!(error = %e, "operator API: store error");
-        ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+        let id = format!("{:016x}", rand::random::<u64>());
+        tracing::error!(error_id = %id, error = %e, "operator API: store error");
+        ApiError(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("the store could not answer (error id {id} in the daemon's log)"),
+        )
     }
 }
 
@@ -223,4 +319,36 @@ async fn replay(
         "failed deliveries replayed by an operator");
     s.delivery.notify_one();
     Ok(Json(json!({ "replayed": n })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_hosts_are_names_and_addresses_of_this_machine() {
+        for host in [
+            "localhost",
+            "localhost:8789",
+            "LOCALHOST.",
+            "api.localhost:1",
+            "127.0.0.1",
+            "127.0.0.1:8789",
+            "127.1.2.3:80",
+            "[::1]",
+            "[::1]:8789",
+        ] {
+            assert!(is_loopback_host(host), "{host}");
+        }
+        for host in [
+            "evil.example",
+            "evil.example:8789",
+            "localhost.evil.example",
+            "10.0.0.1:8789",
+            "[::2]:8789",
+            "",
+        ] {
+            assert!(!is_loopback_host(host), "{host}");
+        }
+    }
 }
