@@ -156,21 +156,20 @@ impl Store {
             .await?))
     }
 
-    /// Puts one delivery back in line to be sent now, whatever became of it; `false`
-    /// when there is no such delivery.
-    pub async fn retry_now(&self, id: i64) -> Result<bool, StoreError> {
+    /// Puts one delivery back in line to be sent now, whatever became of it; its
+    /// workflow, or `None` when there is no such delivery.
+    pub async fn retry_now(&self, id: i64) -> Result<Option<i64>, StoreError> {
         // A claim left by an instance that died is void too: the row goes now.
-        let done = on_pool!(self, p => sqlx::query(
+        let workflow: Option<(i64,)> = on_pool!(self, p => sqlx::query_as(
             "UPDATE outbox SET status = 'pending', next_attempt_at = $1, delivered_at = NULL,
                                claimed_by = NULL, claimed_until = NULL
-             WHERE id = $2",
+             WHERE id = $2 RETURNING workflow_id",
         )
         .bind(now_ms())
         .bind(id)
-        .execute(p)
-        .await?
-        .rows_affected());
-        Ok(done == 1)
+        .fetch_optional(p)
+        .await?);
+        Ok(workflow.map(|(w,)| w))
     }
 
     /// Puts every failed delivery of a workflow created in `[since, until)` back in line.

@@ -200,25 +200,6 @@ impl Store {
             .await?))
     }
 
-    /// Marks every pending event of these workflows failed (the endpoint said 410 Gone).
-    pub async fn fail_pending(&self, workflow_ids: &[i64], error: &str) -> Result<u64, StoreError> {
-        let sql = format!(
-            "UPDATE outbox SET status = 'failed', last_error = $1
-             WHERE status = 'pending' AND event_type <> $2
-               AND {}",
-            in_values(self.dialect(), "workflow_id", "$3", true, false)
-        );
-        let workflows = serde_json::to_string(workflow_ids)?;
-        let done = on_pool!(self, p => sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(error)
-            .bind(HOOK_EVENT)
-            .bind(workflows)
-            .execute(p)
-            .await?
-            .rows_affected());
-        Ok(done)
-    }
-
     /// Freezes a body once its recording URL is known; retries then send these bytes.
     pub(crate) async fn set_payload(&self, id: i64, payload: &str) -> Result<(), StoreError> {
         on_pool!(self, p => sqlx::query(SET_PAYLOAD)
