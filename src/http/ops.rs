@@ -217,10 +217,12 @@ mod tests {
     async fn not_ready_when_a_migration_is_missing() {
         let (store, _dir) = crate::store::test_sqlite_store().await;
         let (_trigger, shutdown) = crate::shutdown::channel();
-        sqlx::query("DELETE FROM _sqlx_migrations WHERE version = 1")
-            .execute(store.sqlite())
-            .await
-            .unwrap();
+        crate::store::fixtures::execute(
+            &store,
+            "DELETE FROM _sqlx_migrations WHERE version = 1",
+            &[],
+        )
+        .await;
         assert_eq!(
             readiness(&store, &shutdown).await,
             Err(not_ready(

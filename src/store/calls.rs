@@ -1,32 +1,42 @@
 //! Calls read and written outside an ingest batch: the hook's runtime data, the call a
 //! delivery needs, and the open calls the repairs look at.
 
-use super::{
-    Store, StoreError, now_ms,
-    sql::{in_values, on_pool},
-};
+use super::{Backend, Store, StoreError, now_ms, sql::in_values, sqlite::args};
 use crate::call::CallState;
 
 impl Store {
     /// The state of one call, for work done outside an ingest transaction.
     pub async fn call_state(&self, call_id: i64) -> Result<Option<CallState>, StoreError> {
-        let row: Option<(String,)> = on_pool!(self, p => sqlx::query_as(
-            "SELECT state FROM calls WHERE id = $1")
-            .bind(call_id)
-            .fetch_optional(p)
-            .await?);
-        Ok(row.map(|(s,)| serde_json::from_str(&s)).transpose()?)
+        let sql = "SELECT state FROM calls WHERE id = $1";
+        let state: Option<String> = match self.backend() {
+            Backend::Sqlite(db) => db.pool.first(sql, args![call_id], |r| r.get(0)).await?,
+            Backend::Postgres(db) => {
+                sqlx::query_scalar(sql)
+                    .bind(call_id)
+                    .fetch_optional(&db.pool)
+                    .await?
+            }
+        };
+        Ok(state.map(|s| serde_json::from_str(&s)).transpose()?)
     }
 
     /// Keeps the runtime data a `call_started_hook` returned with its call.
     pub async fn set_runtime_data(&self, call_id: i64, data: &str) -> Result<(), StoreError> {
-        on_pool!(self, p => sqlx::query(
-            "UPDATE calls SET runtime_data = $1, updated_at = $2 WHERE id = $3")
-            .bind(data)
-            .bind(now_ms())
-            .bind(call_id)
-            .execute(p)
-            .await?.rows_affected());
+        let sql = "UPDATE calls SET runtime_data = $1, updated_at = $2 WHERE id = $3";
+        match self.backend() {
+            Backend::Sqlite(db) => {
+                let args = args![data.to_owned(), now_ms(), call_id];
+                db.pool.execute(sql, args).await?;
+            }
+            Backend::Postgres(db) => {
+                sqlx::query(sql)
+                    .bind(data)
+                    .bind(now_ms())
+                    .bind(call_id)
+                    .execute(&db.pool)
+                    .await?;
+            }
+        }
         Ok(())
     }
 
@@ -54,14 +64,30 @@ impl Store {
             updated_at: i64::MIN,
             id: i64::MIN,
         });
-        let rows: Vec<(i64, i64, String)> = on_pool!(self, p => sqlx::query_as(sqlx::AssertSqlSafe(sql))
-            .bind(phases)
-            .bind(untouched_since_ms)
-            .bind(after.updated_at)
-            .bind(after.id)
-            .bind(limit)
-            .fetch_all(p)
-            .await?);
+        let rows: Vec<(i64, i64, String)> = match self.backend() {
+            Backend::Sqlite(db) => {
+                let args = args![
+                    phases,
+                    untouched_since_ms,
+                    after.updated_at,
+                    after.id,
+                    limit
+                ];
+                db.pool
+                    .all(&sql, args, |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                    .await?
+            }
+            Backend::Postgres(db) => {
+                sqlx::query_as(sqlx::AssertSqlSafe(sql))
+                    .bind(phases)
+                    .bind(untouched_since_ms)
+                    .bind(after.updated_at)
+                    .bind(after.id)
+                    .bind(limit)
+                    .fetch_all(&db.pool)
+                    .await?
+            }
+        };
         let next = match rows.last() {
             Some(&(id, updated_at, _)) if rows.len() as i64 >= limit => {
                 Some(StaleCursor { updated_at, id })
@@ -93,7 +119,10 @@ pub struct StalePage {
 
 #[cfg(test)]
 mod tests {
-    use crate::store::{fixtures::insert_call, sql::on_pool, test_stores};
+    use crate::store::{
+        fixtures::{execute, insert_call},
+        test_stores,
+    };
 
     #[tokio::test]
     async fn stale_calls_page_through_every_one_in_order_on_both_stores() {
@@ -104,10 +133,13 @@ mod tests {
             }
             // A valid state, the same updated_at for all but the last: ties are broken
             // by id, so no call is skipped or seen twice.
-            on_pool!(store, p => sqlx::query(
+            execute(
+                &store,
                 "UPDATE calls SET state = '{\"call_id\":0,\"call_slug\":\"s\",\"workflow_id\":1,\"workflow_slug\":\"wf\",\"organization_id\":1,\"room_sid\":\"x\",\"room_name\":\"r\",\"room_created_at_ms\":null,\"metadata_phone\":null,\"sip_phone\":null,\"present\":[],\"last_left_at_ms\":null,\"started_at_ms\":null,\"ended_at_ms\":null,\"duration_seconds\":null,\"egress_ids\":[],\"egress\":null,\"finalized\":false}',
-                                 updated_at = CASE WHEN room_sid = 'RM_page6' THEN 5 ELSE 3 END")
-                .execute(p).await.unwrap().rows_affected());
+                                 updated_at = CASE WHEN room_sid = 'RM_page6' THEN 5 ELSE 3 END",
+                &[],
+            )
+            .await;
             let mut seen = 0;
             let mut after = None;
             let mut pages = 0;

@@ -7,7 +7,7 @@
 use serde::Serialize;
 use sqlx::FromRow;
 
-use super::{Store, StoreError, now_ms, sql::on_pool};
+use super::{Backend, Store, StoreError, now_ms, sqlite::args};
 
 /// One disabled endpoint: since when, and why.
 #[derive(Debug, Clone, Serialize, FromRow, PartialEq, Eq)]
@@ -20,34 +20,55 @@ pub struct DisabledEndpoint {
 impl Store {
     /// Disables `url`; `true` when it was enabled until now.
     pub async fn disable_endpoint(&self, url: &str, reason: &str) -> Result<bool, StoreError> {
-        let done = on_pool!(self, p => sqlx::query(
-            "INSERT INTO disabled_endpoints (url, disabled_at, reason) VALUES ($1, $2, $3)
-             ON CONFLICT (url) DO NOTHING")
-            .bind(url)
-            .bind(now_ms())
-            .bind(reason)
-            .execute(p)
-            .await?
-            .rows_affected());
+        let sql = "INSERT INTO disabled_endpoints (url, disabled_at, reason) VALUES ($1, $2, $3)
+                   ON CONFLICT (url) DO NOTHING";
+        let done = match self.backend() {
+            Backend::Sqlite(db) => {
+                let args = args![url.to_owned(), now_ms(), reason.to_owned()];
+                db.pool.execute(sql, args).await?
+            }
+            Backend::Postgres(db) => sqlx::query(sql)
+                .bind(url)
+                .bind(now_ms())
+                .bind(reason)
+                .execute(&db.pool)
+                .await?
+                .rows_affected(),
+        };
         Ok(done == 1)
     }
 
     /// Enables `url` again; `true` when it was disabled.
     pub async fn enable_endpoint(&self, url: &str) -> Result<bool, StoreError> {
-        let done = on_pool!(self, p => sqlx::query("DELETE FROM disabled_endpoints WHERE url = $1")
-            .bind(url)
-            .execute(p)
-            .await?
-            .rows_affected());
+        let sql = "DELETE FROM disabled_endpoints WHERE url = $1";
+        let done = match self.backend() {
+            Backend::Sqlite(db) => db.pool.execute(sql, args![url.to_owned()]).await?,
+            Backend::Postgres(db) => sqlx::query(sql)
+                .bind(url)
+                .execute(&db.pool)
+                .await?
+                .rows_affected(),
+        };
         Ok(done == 1)
     }
 
     /// Every disabled endpoint, by URL.
     pub async fn disabled_endpoints(&self) -> Result<Vec<DisabledEndpoint>, StoreError> {
-        Ok(on_pool!(self, p => sqlx::query_as(
-            "SELECT url, disabled_at, reason FROM disabled_endpoints ORDER BY url")
-            .fetch_all(p)
-            .await?))
+        let sql = "SELECT url, disabled_at, reason FROM disabled_endpoints ORDER BY url";
+        match self.backend() {
+            Backend::Sqlite(db) => {
+                db.pool
+                    .all(sql, args![], |r| {
+                        Ok(DisabledEndpoint {
+                            url: r.get(0)?,
+                            disabled_at: r.get(1)?,
+                            reason: r.get(2)?,
+                        })
+                    })
+                    .await
+            }
+            Backend::Postgres(db) => Ok(sqlx::query_as(sql).fetch_all(&db.pool).await?),
+        }
     }
 }
 

@@ -48,6 +48,8 @@ pub enum StoreError {
     Sqlite(#[from] rusqlite::Error),
     #[error("migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("migration failed: {0}")]
+    SqliteMigrate(#[from] sqlite::migrate::MigrateError),
     #[error("stored call state is corrupt: {0}")]
     Corrupt(#[from] serde_json::Error),
     #[error(
@@ -71,6 +73,8 @@ pub enum StoreError {
     WalSync(std::io::Error),
     #[error("an fsync of the SQLite WAL failed earlier; restart the bridge")]
     WalSyncFailed,
+    #[error("the store is closed")]
+    Closed,
 }
 
 /// How long a starting bridge waits for its instance name to be given up: the session
@@ -149,13 +153,6 @@ impl Store {
         &self.backend
     }
 
-    pub(crate) fn migrator(&self) -> &'static sqlx::migrate::Migrator {
-        match self.backend {
-            Backend::Sqlite(_) => &sqlite::MIGRATIONS,
-            Backend::Postgres(_) => &postgres::MIGRATIONS,
-        }
-    }
-
     /// Whether the latest write through the writer was committed.
     pub fn health(&self) -> &StoreHealth {
         &self.health
@@ -164,13 +161,17 @@ impl Store {
     /// A small write of its own, to learn whether the store takes writes again while
     /// nothing else writes; reports to [`Store::health`].
     pub async fn probe_write(&self) -> Result<(), StoreError> {
-        let result = sql::on_pool!(self, p => sqlx::query(
-            "INSERT INTO store_probe (id, at) VALUES (1, $1)
-             ON CONFLICT (id) DO UPDATE SET at = excluded.at")
-            .bind(now_ms())
-            .execute(p)
-            .await
-            .map(|_| ()));
+        let sql = "INSERT INTO store_probe (id, at) VALUES (1, $1)
+                   ON CONFLICT (id) DO UPDATE SET at = excluded.at";
+        let result = match &self.backend {
+            Backend::Sqlite(db) => db.pool.execute(sql, sqlite::args![now_ms()]).await,
+            Backend::Postgres(db) => sqlx::query(sql)
+                .bind(now_ms())
+                .execute(&db.pool)
+                .await
+                .map(|r| r.rows_affected())
+                .map_err(StoreError::from),
+        };
         match result {
             Ok(_) => {
                 self.health.succeeded();
@@ -178,7 +179,7 @@ impl Store {
             }
             Err(e) => {
                 self.health.failed();
-                Err(e.into())
+                Err(e)
             }
         }
     }
@@ -202,7 +203,7 @@ impl Store {
     /// Closes every connection; queries after this fail.
     pub async fn close(&self) {
         match &self.backend {
-            Backend::Sqlite(db) => db.pool.close().await,
+            Backend::Sqlite(db) => db.pool.close(),
             Backend::Postgres(db) => db.close().await,
         }
     }
@@ -220,7 +221,7 @@ impl Store {
 
     /// The SQLite pool, for tests that look at rows directly.
     #[cfg(test)]
-    pub(crate) fn sqlite(&self) -> &sqlx::SqlitePool {
+    pub(crate) fn sqlite(&self) -> &sqlite::Pool {
         match &self.backend {
             Backend::Sqlite(db) => &db.pool,
             Backend::Postgres(_) => panic!("not a SQLite store"),

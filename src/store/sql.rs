@@ -1,12 +1,10 @@
 //! The SQL both backends' pools speak. Queries shared by SQLite and PostgreSQL are
-//! written once, with `$N` placeholders both understand; the `on_pool!`/`on_tx!`
-//! macros expand a query for each driver, so each runs on its native types with no
-//! conversion layer. Where the dialects differ (expanding a JSON array into rows) the
-//! difference is spelled out here.
+//! written once, with PostgreSQL's `$N` placeholders (SQLite's pool reads them as
+//! `?N`, [`numbered`]); each backend runs them with its own driver and reads their
+//! rows into the same named types. Where the dialects differ (expanding a JSON array
+//! into rows) the difference is spelled out here.
 
-use sqlx::{Postgres, Sqlite, Transaction};
-
-use super::{Backend, Store, StoreError, postgres::PG_BEGIN};
+use super::{Backend, Store};
 
 /// Which SQL dialect a pool or transaction speaks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -15,77 +13,11 @@ pub(crate) enum Dialect {
     Postgres,
 }
 
-/// One write transaction on the pool. On SQLite it is opened `IMMEDIATE`, so it holds
-/// the write lock from its start and never fails half-way on a lock upgrade.
-pub(crate) enum Tx {
-    Sqlite(Transaction<'static, Sqlite>),
-    Postgres(Transaction<'static, Postgres>),
-}
-
-/// Runs `$body` with `$p` bound to the store's pool, once per driver.
-macro_rules! on_pool {
-    ($store:expr, $p:ident => $body:expr) => {
-        match $store.backend() {
-            $crate::store::Backend::Sqlite(db) => {
-                let $p = &db.pool;
-                $body
-            }
-            $crate::store::Backend::Postgres(db) => {
-                let $p = &db.pool;
-                $body
-            }
-        }
-    };
-}
-
-/// Runs `$body` with `$c` bound to the transaction's connection, once per driver.
-macro_rules! on_tx {
-    ($tx:expr, $c:ident => $body:expr) => {
-        match $tx {
-            $crate::store::sql::Tx::Sqlite(t) => {
-                let $c = &mut **t;
-                $body
-            }
-            $crate::store::sql::Tx::Postgres(t) => {
-                let $c = &mut **t;
-                $body
-            }
-        }
-    };
-}
-
-pub(crate) use {on_pool, on_tx};
-
 impl Store {
     pub(crate) fn dialect(&self) -> Dialect {
         match self.backend() {
             Backend::Sqlite(_) => Dialect::Sqlite,
             Backend::Postgres(_) => Dialect::Postgres,
-        }
-    }
-
-    /// A write transaction on the pool.
-    pub(crate) async fn begin(&self) -> Result<Tx, StoreError> {
-        Ok(match self.backend() {
-            Backend::Sqlite(db) => Tx::Sqlite(db.pool.begin_with("BEGIN IMMEDIATE").await?),
-            Backend::Postgres(db) => Tx::Postgres(db.pool.begin_with(PG_BEGIN).await?),
-        })
-    }
-}
-
-impl Tx {
-    pub(crate) async fn commit(self) -> Result<(), StoreError> {
-        match self {
-            Tx::Sqlite(t) => t.commit().await?,
-            Tx::Postgres(t) => t.commit().await?,
-        }
-        Ok(())
-    }
-
-    pub(crate) fn dialect(&self) -> Dialect {
-        match self {
-            Tx::Sqlite(_) => Dialect::Sqlite,
-            Tx::Postgres(_) => Dialect::Postgres,
         }
     }
 }
@@ -150,4 +82,19 @@ pub(crate) fn in_values(
             )
         }
     }
+}
+
+/// `sql` with PostgreSQL's `$N` placeholders as SQLite's `?N`: SQLite numbers `$N`
+/// by order of first appearance, `?N` by N, as PostgreSQL does.
+pub(crate) fn numbered(sql: &str) -> String {
+    let mut out = String::with_capacity(sql.len());
+    let mut chars = sql.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '$' && chars.peek().is_some_and(char::is_ascii_digit) {
+            out.push('?');
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }

@@ -9,12 +9,14 @@ use tokio::{
     task::JoinSet,
 };
 
-use super::batch;
+use super::{PG_BEGIN, batch};
 use crate::{
     config::SharedWorkflows,
     ingest::Accepted,
     store::{
-        Backend, Store, StoreError,
+        Attempt, AttemptOutcome, Backend, Store, StoreError,
+        outbox::{SET_PAYLOAD, attempt_rows, record_attempts_sql},
+        sql::Dialect,
         writer::{self, EventJob, MAX_BATCH, OutcomeJob, WriteError},
     },
 };
@@ -55,10 +57,16 @@ impl WriterHandle {
 
     /// A published body takes no lock ingest waits for: a transaction of its own.
     pub(crate) async fn publish(&self, outbox_id: i64, payload: &str) -> Result<(), WriteError> {
-        self.store
-            .set_payload(outbox_id, payload)
+        let Backend::Postgres(db) = self.store.backend() else {
+            unreachable!("the PostgreSQL writer runs on PostgreSQL")
+        };
+        sqlx::query(SET_PAYLOAD)
+            .bind(payload)
+            .bind(outbox_id)
+            .execute(&db.pool)
             .await
-            .map_err(|e| WriteError::Store(Arc::new(e)))
+            .map_err(|e| WriteError::Store(Arc::new(e.into())))?;
+        Ok(())
     }
 }
 
@@ -159,11 +167,32 @@ async fn record(store: Store, mut rx: mpsc::Receiver<OutcomeJob>) {
             .drain(..)
             .map(|job: OutcomeJob| ((job.attempt, job.outcome), job.done))
             .unzip();
-        let result = store.finish_attempts(&records).await.map_err(Arc::new);
+        let result = finish_attempts(&store, &records).await.map_err(Arc::new);
         for done in waiters {
             let _ = done.send(result.clone());
         }
     }
+}
+
+/// Records attempts and moves each row on (delivered, retried at its time, or
+/// failed), all in one transaction. Each row's claim ends with its attempt.
+async fn finish_attempts(
+    store: &Store,
+    attempts: &[(Attempt, AttemptOutcome)],
+) -> Result<(), StoreError> {
+    let Backend::Postgres(db) = store.backend() else {
+        unreachable!("the PostgreSQL writer runs on PostgreSQL")
+    };
+    let rows = attempt_rows(attempts)?;
+    let mut tx = db.pool.begin_with(PG_BEGIN).await?;
+    for sql in record_attempts_sql(Dialect::Postgres) {
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(&rows)
+            .execute(&mut *tx)
+            .await?;
+    }
+    tx.commit().await?;
+    Ok(())
 }
 
 #[cfg(test)]
