@@ -139,7 +139,7 @@ const ATTEMPTS: &str = "SELECT a.id, a.outbox_id, a.attempted_at, a.endpoint, a.
 const RETRY: &str =
     "UPDATE outbox SET status = 'pending', next_attempt_at = $1, delivered_at = NULL,
                                        claimed_by = NULL, claimed_until = NULL
-                     WHERE id = $2";
+                     WHERE id = $2 RETURNING workflow_id";
 const REPLAY: &str = "UPDATE outbox SET status = 'pending', next_attempt_at = $1
                       WHERE status = 'failed' AND workflow_id = $2
                         AND created_at >= $3 AND created_at < $4";
@@ -264,20 +264,25 @@ impl Store {
         }
     }
 
-    /// Puts one delivery back in line to be sent now, whatever became of it; `false`
-    /// when there is no such delivery.
-    pub async fn retry_now(&self, id: i64) -> Result<bool, StoreError> {
+    /// Puts one delivery back in line to be sent now, whatever became of it; its
+    /// workflow, or `None` when there is no such delivery.
+    pub async fn retry_now(&self, id: i64) -> Result<Option<i64>, StoreError> {
         // A claim left by an instance that died is void too: the row goes now.
-        let done = match self.backend() {
-            Backend::Sqlite(db) => db.pool.execute(RETRY, args![now_ms(), id]).await?,
-            Backend::Postgres(db) => sqlx::query(RETRY)
-                .bind(now_ms())
-                .bind(id)
-                .execute(&db.pool)
-                .await?
-                .rows_affected(),
+        let workflow: Option<i64> = match self.backend() {
+            Backend::Sqlite(db) => {
+                db.pool
+                    .first(RETRY, args![now_ms(), id], |r| r.get(0))
+                    .await?
+            }
+            Backend::Postgres(db) => {
+                sqlx::query_scalar(RETRY)
+                    .bind(now_ms())
+                    .bind(id)
+                    .fetch_optional(&db.pool)
+                    .await?
+            }
         };
-        Ok(done == 1)
+        Ok(workflow)
     }
 
     /// Puts every failed delivery of a workflow created in `[since, until)` back in line.

@@ -248,30 +248,6 @@ impl Store {
             Backend::Postgres(db) => Ok(sqlx::query_as(sql).fetch_all(&db.pool).await?),
         }
     }
-
-    /// Marks every pending event of these workflows failed (the endpoint said 410 Gone).
-    pub async fn fail_pending(&self, workflow_ids: &[i64], error: &str) -> Result<u64, StoreError> {
-        let sql = format!(
-            "UPDATE outbox SET status = 'failed', last_error = $1
-             WHERE status = 'pending' AND event_type <> $2
-               AND {}",
-            in_values(self.dialect(), "workflow_id", "$3", true, false)
-        );
-        let workflows = serde_json::to_string(workflow_ids)?;
-        match self.backend() {
-            Backend::Sqlite(db) => {
-                let args = args![error.to_owned(), HOOK_EVENT.to_owned(), workflows];
-                db.pool.execute(&sql, args).await
-            }
-            Backend::Postgres(db) => Ok(sqlx::query(sqlx::AssertSqlSafe(sql))
-                .bind(error)
-                .bind(HOOK_EVENT)
-                .bind(workflows)
-                .execute(&db.pool)
-                .await?
-                .rows_affected()),
-        }
-    }
 }
 
 /// The attempts and where they leave their rows, as the JSON array parameter of

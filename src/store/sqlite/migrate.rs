@@ -34,6 +34,11 @@ pub(crate) static MIGRATIONS: &[Migration] = &[
     migration!(2, "hooks and reconcile", "0002_hooks_and_reconcile.sql"),
     migration!(3, "claims", "0003_claims.sql"),
     migration!(4, "outbox by workflow", "0004_outbox_by_workflow.sql"),
+    migration!(
+        5,
+        "disabled endpoints and probe",
+        "0005_disabled_endpoints_and_probe.sql"
+    ),
 ];
 
 /// What stops a SQLite file from being migrated.
