@@ -158,6 +158,10 @@ pub struct StoreConfig {
     pub prune_interval_secs: f64,
     /// Connections in the pool (PostgreSQL; SQLite uses a few of its own).
     pub max_connections: u32,
+    /// This bridge's name in delivery claims on a shared store. The same name after a
+    /// restart takes back its own unfinished claims at once; other bridges take them
+    /// after the lease. Default: the host name and the config file's absolute path.
+    pub instance_id: Option<String>,
 }
 
 /// The URL may carry a PostgreSQL password: debug prints show it as `***`.
@@ -168,6 +172,7 @@ impl fmt::Debug for StoreConfig {
             .field("retention_days", &self.retention_days)
             .field("prune_interval_secs", &self.prune_interval_secs)
             .field("max_connections", &self.max_connections)
+            .field("instance_id", &self.instance_id)
             .finish()
     }
 }
@@ -179,6 +184,7 @@ impl Default for StoreConfig {
             retention_days: 30.0,
             prune_interval_secs: 3600.0,
             max_connections: 8,
+            instance_id: None,
         }
     }
 }
@@ -682,6 +688,14 @@ impl RawConfig {
                 "must be between 1 and 256",
             ));
         }
+        if let Some(id) = &self.store.instance_id
+            && (id.trim().is_empty() || id.len() > 200 || id.chars().any(char::is_control))
+        {
+            return Err(invalid(
+                "store.instance_id",
+                "must be 1 to 200 characters, not blank, without control characters",
+            ));
+        }
 
         let rec = &self.recordings;
         if rec.bucket.is_empty() {
@@ -1042,6 +1056,13 @@ room_pattern = '^VOICEKIT_workflow_(?P<call_slug>[A-Za-z0-9]+)_\d+$'
         assert!(e.contains("store.url") && e.contains("postgres://"), "{e}");
         let e = err(&with("[store]\nmax_connections = 0"));
         assert!(e.contains("store.max_connections"), "{e}");
+        let named = with("[store]\ninstance_id = \"bridge-a\"");
+        let c = Config::parse(&named, &no_env()).unwrap();
+        assert_eq!(c.store.instance_id.as_deref(), Some("bridge-a"));
+        for bad in ["\"\"", "\" \"", "\"a\\nb\""] {
+            let e = err(&with(&format!("[store]\ninstance_id = {bad}")));
+            assert!(e.contains("store.instance_id"), "{bad}: {e}");
+        }
         let e = err(&with(
             "[delivery]\ntimeout_secs = 30\nclaim_lease_secs = 20",
         ));

@@ -9,6 +9,7 @@ pub mod cli;
 pub mod config;
 pub mod delivery;
 pub mod descriptors;
+pub mod essential;
 pub mod http;
 pub mod ingest;
 pub mod livekit;
@@ -66,6 +67,22 @@ pub struct RunOptions {
     pub set_log_level: Option<reload::LogLevelSetter>,
 }
 
+/// This bridge's name in delivery claims: `[store] instance_id`, else the host name and
+/// the config file's absolute path (the same after a restart of the same service, and
+/// different for each config file on one host).
+fn instance_id(config: &Config, config_path: Option<&std::path::Path>) -> String {
+    if let Some(id) = &config.store.instance_id {
+        return id.clone();
+    }
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "localhost".into());
+    match config_path {
+        Some(path) => format!("{host}:{}", path.display()),
+        None => host,
+    }
+}
+
 /// Runs the daemon until SIGTERM or Ctrl-C.
 pub async fn run(config: Config) -> anyhow::Result<()> {
     run_with(config, RunOptions::default()).await
@@ -91,6 +108,12 @@ pub async fn run_with(config: Config, options: RunOptions) -> anyhow::Result<()>
             let url = store::redact_url(&config.store.url);
             format!("opening the store at {url}")
         })?;
+    let instance = instance_id(&config, options.config_path.as_deref());
+    let store = store
+        .named(&instance)
+        .await
+        .context("taking this bridge's instance id")?;
+    tracing::info!(instance_id = %instance, "delivery claims are taken under this instance id");
     let workflows: SharedWorkflows =
         Arc::new(arc_swap::ArcSwap::from_pointee(config.workflows.clone()));
     let wake = Arc::new(Notify::new());
@@ -104,7 +127,7 @@ pub async fn run_with(config: Config, options: RunOptions) -> anyhow::Result<()>
         )
     });
     let ops_store = store.clone();
-    let (store_writer, writer) = store
+    let (store_writer, mut writer) = store
         .start_writer(workflows.clone(), wake.clone())
         .context("starting the store's writer")?;
     let ingestor = Ingestor::new(store_writer.clone());
@@ -136,9 +159,9 @@ pub async fn run_with(config: Config, options: RunOptions) -> anyhow::Result<()>
     )
     .context("building the HTTP client for deliveries")?;
 
-    let delivery = tokio::spawn(worker.run(shutdown.clone()));
+    let mut delivery = tokio::spawn(worker.run(shutdown.clone()));
     let summary = http::summary::spawn(config.log.summary_interval(), shutdown.clone());
-    let repairs = tokio::spawn(reconciler.run(shutdown.clone()));
+    let mut repairs = tokio::spawn(reconciler.run(shutdown.clone()));
     tokio::spawn(store::keep_checkpointed(
         ops_store.clone(),
         shutdown.clone(),
@@ -222,9 +245,20 @@ pub async fn run_with(config: Config, options: RunOptions) -> anyhow::Result<()>
     });
 
     let mut stopping = shutdown.clone();
+    let mut essentials = [
+        ("the store's writer", &mut writer),
+        ("the delivery worker", &mut delivery),
+        ("the repairs", &mut repairs),
+    ];
     let served_already = tokio::select! {
+        // First: once shutdown began, the tasks below end as asked.
+        biased;
         _ = stopping.wait() => None,
         served = &mut server => Some(served),
+        ended = essential::first_to_end(&mut essentials) => {
+            tracing::error!(task = ended.task, how = %ended.how, "an essential task ended; exiting so the service manager restarts the bridge");
+            return Err(ended.into());
+        }
     };
     // The server may finish in the same wake-up as the stop signal: only the flag tells
     // a graceful end from a failure.

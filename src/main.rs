@@ -61,6 +61,11 @@ enum Command {
         #[command(subcommand)]
         command: DeliveriesCommand,
     },
+    /// Workflows' events endpoints: list them (disabled after a 410 Gone), enable one.
+    Endpoints {
+        #[command(subcommand)]
+        command: EndpointsCommand,
+    },
     /// Post a signed sample event to a workflow's endpoint and print the response.
     SendTestEvent {
         #[command(flatten)]
@@ -131,6 +136,24 @@ enum DeliveriesCommand {
         since: String,
         #[arg(long)]
         until: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum EndpointsCommand {
+    /// Each workflow's events endpoint, and whether it is disabled.
+    List {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Enable an endpoint that answered 410 Gone: its held events are sent.
+    Enable {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// The endpoint's URL, as `endpoints list` shows it.
+        url: String,
     },
 }
 
@@ -308,6 +331,14 @@ fn main() -> ExitCode {
             } => operator(&config, |c| async move {
                 c.replay(&workflow, &since, &until).await
             }),
+        },
+        Command::Endpoints { command } => match command {
+            EndpointsCommand::List { config, json } => {
+                operator(&config, |c| async move { c.list_endpoints(json).await })
+            }
+            EndpointsCommand::Enable { config, url } => {
+                operator(&config, |c| async move { c.enable_endpoint(&url).await })
+            }
         },
     }
 }

@@ -228,6 +228,7 @@ struct Metrics {
     deliveries: Family<DeliveryLabels, Counter>,
     delivery_duration: Histogram,
     s3_errors: Counter,
+    store_write_failures: Counter,
     store_commit: Histogram,
     wal_sync: Histogram,
     connections_open: Family<ListenerLabels, Gauge>,
@@ -276,6 +277,12 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         "s3_errors",
         "S3 requests (HeadObject, presigning) that failed",
         s3_errors.clone(),
+    );
+    let store_write_failures = Counter::default();
+    registry.register(
+        "store_write_failures",
+        "Writes (accepted webhooks, delivery outcomes, published bodies) the store could not commit",
+        store_write_failures.clone(),
     );
     // 0.5 ms .. ~4 s: one transaction per batch of webhooks.
     let store_commit = Histogram::new(exponential_buckets(0.0005, 2.0, 14));
@@ -361,6 +368,7 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         deliveries,
         delivery_duration,
         s3_errors,
+        store_write_failures,
         store_commit,
         wal_sync,
     }
@@ -460,6 +468,11 @@ pub fn delivery_finished(workflow_slug: &str, outcome: DeliveryOutcome, seconds:
 /// Counts one failed S3 request.
 pub fn s3_error() {
     METRICS.s3_errors.inc();
+}
+
+/// Counts one write the store could not commit.
+pub fn store_write_failed() {
+    METRICS.store_write_failures.inc();
 }
 
 /// Records one committed store transaction that took `seconds`.

@@ -2,9 +2,11 @@
 //!
 //! LiveKit reports where it put the recording in several shapes (virtual-host S3 URL,
 //! path-style URL of an S3-compatible server, a presigned URL, or just the key), so the
-//! object key is derived robustly, the configured bucket winning. The object is then
-//! confirmed with HeadObject (a URL to nothing helps no one) and published either as a
-//! presigned GET or under a public base URL.
+//! bucket and key are derived robustly. A recording the location puts in another bucket
+//! than the configured one is not published: signing its key in our bucket would hand
+//! out a URL to some other object, or to nothing. The object is then confirmed with
+//! HeadObject (a URL to nothing helps no one) and published either as a presigned GET
+//! or under a public base URL.
 
 use std::time::Duration;
 
@@ -48,6 +50,12 @@ pub enum Published {
         bucket: String,
         key: String,
     },
+    /// The egress put the recording in `bucket`, not the configured bucket: the call
+    /// is finalized without a URL.
+    OtherBucket {
+        bucket: String,
+        key: String,
+    },
 }
 
 /// Publishes recordings from the configured bucket.
@@ -79,8 +87,17 @@ impl Recordings {
     /// Confirms the object (when `verify_object`) and returns its URL.
     pub async fn publish(&self, file: &RecordingFile) -> Result<Published, RecordingError> {
         let bucket = self.config.bucket.clone();
-        let key =
-            object_key(&file.location, &file.filename, &bucket).ok_or(RecordingError::NoKey)?;
+        let object =
+            locate(&file.location, &file.filename, &bucket).ok_or(RecordingError::NoKey)?;
+        let key = match object.bucket {
+            Some(other) if other != bucket => {
+                return Ok(Published::OtherBucket {
+                    bucket: other,
+                    key: object.key,
+                });
+            }
+            _ => object.key,
+        };
         if self.config.verify_object {
             match self
                 .client
@@ -152,12 +169,23 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     text
 }
 
-/// The object key inside `bucket` for an egress file result.
+/// Where an egress file result says its object is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectLocation {
+    /// The bucket the location names; `None` when there is only a filename, which is a
+    /// key in the configured bucket.
+    pub bucket: Option<String>,
+    pub key: String,
+}
+
+/// The bucket and key of an egress file result.
 ///
-/// `location` is `https://{bucket}.s3[.region].amazonaws.com/{key}` (key not URL-encoded),
-/// `{endpoint}/{bucket}/{key}` with path style, or a presigned URL (encoded, with a
-/// query). `filename` is the key as egress wrote it and the fallback.
-pub fn object_key(location: &str, filename: &str, bucket: &str) -> Option<String> {
+/// `location` is `https://{bucket}.s3[.region].amazonaws.com/{key}` (key not
+/// URL-encoded), `{endpoint}/{bucket}/{key}` with path style, or a presigned URL
+/// (encoded, with a query); a host that begins with `{configured}.` is a virtual host of
+/// the configured bucket on any endpoint. `filename` is the key as egress wrote it and
+/// the fallback.
+pub fn locate(location: &str, filename: &str, configured: &str) -> Option<ObjectLocation> {
     let from_location = (|| {
         let (_, rest) = location.split_once("://")?;
         let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
@@ -172,26 +200,44 @@ pub fn object_key(location: &str, filename: &str, bucket: &str) -> Option<String
         };
         let host = host.rsplit('@').next().unwrap_or(host);
         let host = host.split(':').next().unwrap_or(host);
-        let key = if host.starts_with(&format!("{bucket}.")) {
-            path
-        } else if let Some(rest) = path.strip_prefix(&format!("{bucket}/")) {
-            rest.to_owned()
-        } else if host.contains(".s3")
-            && host.ends_with(".amazonaws.com")
-            && !host.starts_with("s3")
-        {
-            // Virtual host of another bucket: the key is still the path; our bucket wins.
-            path
-        } else {
-            // Path style of another bucket name.
-            path.split_once('/')
-                .map(|(_, k)| k.to_owned())
-                .unwrap_or_default()
+        let own_host = host
+            .strip_prefix(configured)
+            .is_some_and(|rest| rest.starts_with('.'));
+        let (bucket, key) = match aws_virtual_host_bucket(host) {
+            Some(bucket) => (bucket.to_owned(), path),
+            None if own_host => (configured.to_owned(), path),
+            None => {
+                // Path style: the first segment is the bucket.
+                let (bucket, key) = path.split_once('/')?;
+                (bucket.to_owned(), key.to_owned())
+            }
         };
-        Some(key).filter(|k| !k.is_empty())
+        Some(ObjectLocation {
+            bucket: Some(bucket).filter(|b| !b.is_empty()),
+            key,
+        })
+        .filter(|o| !o.key.is_empty())
     })();
-    from_location
-        .or_else(|| Some(filename.trim_start_matches('/').to_owned()).filter(|k| !k.is_empty()))
+    from_location.or_else(|| {
+        Some(filename.trim_start_matches('/'))
+            .filter(|k| !k.is_empty())
+            .map(|key| ObjectLocation {
+                bucket: None,
+                key: key.to_owned(),
+            })
+    })
+}
+
+/// `b` for AWS's virtual-host names `b.s3.amazonaws.com`, `b.s3.region.amazonaws.com`
+/// and `b.s3-region.amazonaws.com`; `None` for a path-style host (`s3.amazonaws.com`,
+/// an S3-compatible server's).
+fn aws_virtual_host_bucket(host: &str) -> Option<&str> {
+    let rest = host.strip_suffix(".amazonaws.com")?;
+    let at = rest.rfind(".s3")?;
+    let after = &rest[at + 3..];
+    (after.is_empty() || after.starts_with('.') || after.starts_with('-'))
+        .then(|| &rest[..at])
+        .filter(|b| !b.is_empty())
 }
 
 fn percent_decode(s: &str) -> String {
@@ -237,57 +283,62 @@ mod tests {
 
     const KEY: &str = "recordings/call-_+15551230001_7dKqP2sVw9Xr/2025-10-23T154929.ogg";
 
+    const BUCKET: &str = "voicekit-recordings";
+
+    fn located(location: &str, filename: &str) -> Option<(Option<String>, String)> {
+        locate(location, filename, BUCKET).map(|o| (o.bucket, o.key))
+    }
+
+    fn ours(key: &str) -> Option<(Option<String>, String)> {
+        Some((Some(BUCKET.into()), key.into()))
+    }
+
     #[test]
     fn key_from_virtual_host_location() {
         let loc = format!("https://voicekit-recordings.s3.amazonaws.com/{KEY}");
-        assert_eq!(
-            object_key(&loc, "", "voicekit-recordings").as_deref(),
-            Some(KEY)
-        );
+        assert_eq!(located(&loc, ""), ours(KEY));
         let regional = format!("https://voicekit-recordings.s3.eu-west-1.amazonaws.com/{KEY}");
-        assert_eq!(
-            object_key(&regional, "", "voicekit-recordings").as_deref(),
-            Some(KEY)
-        );
+        assert_eq!(located(&regional, ""), ours(KEY));
+        let dashed = format!("https://voicekit-recordings.s3-eu-west-1.amazonaws.com/{KEY}");
+        assert_eq!(located(&dashed, ""), ours(KEY));
+        let own_endpoint = format!("https://voicekit-recordings.minio.example:9000/{KEY}");
+        assert_eq!(located(&own_endpoint, ""), ours(KEY));
     }
 
     #[test]
     fn key_from_path_style_location() {
         let loc = format!("http://127.0.0.1:9000/voicekit-recordings/{KEY}");
-        assert_eq!(
-            object_key(&loc, "x", "voicekit-recordings").as_deref(),
-            Some(KEY)
-        );
+        assert_eq!(located(&loc, "x"), ours(KEY));
+        let aws = format!("https://s3.eu-west-1.amazonaws.com/voicekit-recordings/{KEY}");
+        assert_eq!(located(&aws, "x"), ours(KEY));
     }
 
     #[test]
-    fn configured_bucket_wins_over_the_location_bucket() {
+    fn another_bucket_in_the_location_is_reported_as_such() {
+        let other = |bucket: &str| Some((Some(bucket.to_owned()), KEY.to_owned()));
         let loc = format!("https://other-bucket.s3.amazonaws.com/{KEY}");
-        assert_eq!(
-            object_key(&loc, "", "voicekit-recordings").as_deref(),
-            Some(KEY)
-        );
+        assert_eq!(located(&loc, KEY), other("other-bucket"));
         let path = format!("http://minio:9000/other-bucket/{KEY}");
-        assert_eq!(
-            object_key(&path, "", "voicekit-recordings").as_deref(),
-            Some(KEY)
-        );
+        assert_eq!(located(&path, KEY), other("other-bucket"));
+        let dotted = format!("https://voicekit-recordings.old.s3.amazonaws.com/{KEY}");
+        assert_eq!(located(&dotted, KEY), other("voicekit-recordings.old"));
     }
 
     #[test]
     fn key_from_presigned_location_is_decoded() {
         let loc =
             "https://voicekit-recordings.s3.amazonaws.com/rec/a%2Bb%20c.ogg?X-Amz-Signature=1";
-        assert_eq!(
-            object_key(loc, "", "voicekit-recordings").as_deref(),
-            Some("rec/a+b c.ogg")
-        );
+        assert_eq!(located(loc, ""), ours("rec/a+b c.ogg"));
     }
 
     #[test]
     fn filename_is_the_fallback() {
-        assert_eq!(object_key("", KEY, "b").as_deref(), Some(KEY));
-        assert_eq!(object_key("", "", "b"), None);
+        assert_eq!(located("", KEY), Some((None, KEY.into())));
+        assert_eq!(
+            located("https://host-without-a-path", KEY),
+            Some((None, KEY.into()))
+        );
+        assert_eq!(located("", ""), None);
     }
 
     #[test]
@@ -353,6 +404,26 @@ mod tests {
         assert!(q["X-Amz-Credential"].starts_with("AKIDEXAMPLE/"));
         assert_eq!(q["X-Amz-Signature"].len(), 64);
         assert!(!url.contains("SECRETEXAMPLE"));
+    }
+
+    /// Signing the same key in our bucket would point the customer at another object
+    /// (or at nothing): no URL is published.
+    #[tokio::test]
+    async fn a_recording_in_another_bucket_is_not_published() {
+        for mode in [UrlMode::Presigned, UrlMode::Public] {
+            let r = Recordings::with_client(client(), config(mode));
+            let file = RecordingFile {
+                filename: KEY.into(),
+                location: format!("https://other-bucket.s3.amazonaws.com/{KEY}"),
+            };
+            assert_eq!(
+                r.publish(&file).await.unwrap(),
+                Published::OtherBucket {
+                    bucket: "other-bucket".into(),
+                    key: KEY.into()
+                }
+            );
+        }
     }
 
     #[tokio::test]

@@ -16,7 +16,10 @@ use super::voicekit::{
 };
 use crate::{
     config::Workflow,
-    livekit::event::{EgressInfo, WebhookEvent},
+    livekit::{
+        event::{EgressInfo, Participant, WebhookEvent},
+        time::{EARLIEST_MS, nanos_from_ms, sane_ms, sane_nanos},
+    },
 };
 
 /// Everything the bridge remembers about one call (one LiveKit room instance).
@@ -173,9 +176,17 @@ impl CallState {
     }
 
     /// Applies one LiveKit event. Events that do not matter leave the state as it was.
+    ///
+    /// Times come from LiveKit's clocks when they are believable (see
+    /// [`crate::livekit::time`]), else from the other times LiveKit gave, else from
+    /// when the event was received: every timestamp emitted lies in the sane window, and
+    /// a call never ends before it started.
     pub fn apply(mut self, event: &WebhookEvent) -> Transition {
         let mut emitted = Vec::new();
-        let at_ms = event.created_at_ms();
+        let at_ms = event.created_at_ms().or(event.received_at_ms());
+        // A state stored by an older version may hold times from outside the window.
+        self.room_created_at_ms = self.room_created_at_ms.and_then(sane_ms);
+        self.last_left_at_ms = self.last_left_at_ms.and_then(sane_ms);
 
         if let Some(room) = &event.room {
             if self.room_created_at_ms.is_none() {
@@ -207,47 +218,46 @@ impl CallState {
             }
             other => other,
         };
+        let participant = event.participant.as_ref().filter(|p| p.kind() != "EGRESS");
         match kind {
             "participant_joined" if self.ended_at_ms.is_none() => {
-                if let Some(p) = &event.participant {
-                    match p.kind() {
-                        "EGRESS" => {}
-                        kind => {
-                            self.present.insert(p.sid.clone());
-                            if kind == "SIP" && self.sip_phone.is_none() {
-                                self.sip_phone = p
-                                    .attributes
-                                    .get("sip.phoneNumber")
-                                    .filter(|n| !n.is_empty())
-                                    .cloned();
-                            }
-                            if kind == "AGENT"
-                                && self.started_at_ms.is_none()
-                                && let Some(start) = p.joined_at_ms().or(at_ms)
-                            {
-                                emitted.push(self.start(start));
-                            }
-                        }
+                if let Some(p) = participant {
+                    self.present.insert(p.sid.clone());
+                    self.note_phone(p);
+                    if p.kind() == "AGENT"
+                        && self.started_at_ms.is_none()
+                        && let Some(start) = p.joined_at_ms().or(at_ms)
+                    {
+                        emitted.push(self.start(start));
                     }
                 }
             }
             "participant_left" | "participant_connection_aborted" if self.ended_at_ms.is_none() => {
-                if let Some(p) = event.participant.as_ref().filter(|p| p.kind() != "EGRESS") {
-                    self.present.remove(&p.sid);
-                    if let Some(left) = at_ms {
+                if let Some(p) = participant {
+                    let was_present = self.present.remove(&p.sid);
+                    // LiveKit loses joins: the caller's number may come only now.
+                    self.note_phone(p);
+                    // A participant who left was in the room, join seen or not; one
+                    // whose connection was aborted was not, unless it had joined.
+                    let departed = kind == "participant_left" || was_present;
+                    if departed && let Some(left) = at_ms {
                         self.last_left_at_ms =
                             Some(self.last_left_at_ms.map_or(left, |l| l.max(left)));
                     }
                 }
             }
             "room_finished" if self.ended_at_ms.is_none() => {
-                let finished = at_ms
+                let finished = event
+                    .created_at_ms()
+                    .or(event.received_at_ms())
                     .or(self.last_left_at_ms)
                     .or(self.room_created_at_ms)
-                    .unwrap_or(0);
+                    .or(self.started_at_ms.and_then(sane_ms))
+                    .unwrap_or(EARLIEST_MS);
                 if self.started_at_ms.is_none() {
                     // No agent ever joined: the call still started, when the room did.
-                    emitted.push(self.start(self.room_created_at_ms.unwrap_or(finished)));
+                    let created = self.room_created_at_ms.filter(|c| *c <= finished);
+                    emitted.push(self.start(created.unwrap_or(finished)));
                 }
                 let end = match self.last_left_at_ms {
                     Some(left) if self.present.is_empty() => left,
@@ -265,7 +275,7 @@ impl CallState {
                 if let Some(info) = &event.egress_info {
                     self.egress_ids.insert(info.egress_id.clone());
                     if self.egress.is_none() {
-                        self.egress = Some(self.outcome(info, at_ms));
+                        self.egress = Some(self.outcome(info, event));
                         emitted.extend(self.finalize());
                     }
                 }
@@ -275,6 +285,13 @@ impl CallState {
         Transition {
             state: self,
             emitted,
+        }
+    }
+
+    /// Keeps the first SIP participant's number, from whichever event brings it.
+    fn note_phone(&mut self, p: &Participant) {
+        if self.sip_phone.is_none() {
+            self.sip_phone = p.sip_phone_number().map(str::to_owned);
         }
     }
 
@@ -294,8 +311,9 @@ impl CallState {
     }
 
     fn end(&mut self, end_ms: i64) -> Emitted {
-        let start = self.started_at_ms.unwrap_or(end_ms);
+        let start = self.started_at_ms.and_then(sane_ms).unwrap_or(end_ms);
         let end_ms = end_ms.max(start);
+        // Both are sane times, so the difference cannot overflow.
         let seconds = (end_ms - start) / 1000;
         self.ended_at_ms = Some(end_ms);
         self.duration_seconds = Some(seconds);
@@ -337,17 +355,42 @@ impl CallState {
         })
     }
 
-    fn outcome(&self, info: &EgressInfo, event_at_ms: Option<i64>) -> EgressOutcome {
+    /// What an ended egress comes to. LiveKit may leave `endedAt` out or report a
+    /// negative duration (an egress that stopped abnormally): times fall back to the
+    /// file's, then to the egress's last update, then to the event's own time, so
+    /// `ended_at` is always a real time, `started_at` never after it, and `duration`
+    /// and `file_size` never negative.
+    fn outcome(&self, info: &EgressInfo, event: &WebhookEvent) -> EgressOutcome {
         let file = info.file();
         let publishable = matches!(info.status(), "EGRESS_COMPLETE" | "EGRESS_LIMIT_REACHED");
-        let ns = |v: Option<i64>| v.unwrap_or(0).to_string();
         let at_ms = info
-            .ended_at
-            .filter(|ns| *ns > 0)
-            .map(|ns| ns / 1_000_000)
-            .or(event_at_ms)
-            .or(self.ended_at_ms)
-            .unwrap_or(0);
+            .ended_at_ms()
+            .or(event.created_at_ms())
+            .or(event.received_at_ms())
+            .or(self.ended_at_ms.and_then(sane_ms))
+            .unwrap_or(EARLIEST_MS);
+        let sane = |ns: Option<i64>| ns.and_then(sane_nanos);
+        let ended_ns = info
+            .ended_at_ns()
+            .or_else(|| sane(file.and_then(|f| f.ended_at)))
+            .or_else(|| sane(info.updated_at))
+            .unwrap_or_else(|| nanos_from_ms(at_ms));
+        let file_duration = file.and_then(|f| f.duration).filter(|d| *d >= 0);
+        let started_ns = info
+            .started_at_ns()
+            .or_else(|| sane(file.and_then(|f| f.started_at)))
+            .or_else(|| file_duration.and_then(|d| sane(ended_ns.checked_sub(d))))
+            .or_else(|| self.started_at_ms.and_then(sane_ms).map(nanos_from_ms))
+            .unwrap_or(ended_ns)
+            .min(ended_ns);
+        let duration = file.map_or(0, |f| {
+            file_duration
+                .or_else(|| {
+                    let (start, end) = (sane(f.started_at)?, sane(f.ended_at)?);
+                    Some(end - start).filter(|d| *d >= 0)
+                })
+                .unwrap_or(ended_ns - started_ns)
+        });
         EgressOutcome {
             at_ms,
             info: EgressInfoData {
@@ -359,10 +402,14 @@ impl CallState {
                     .unwrap_or(&self.room_name)
                     .to_owned(),
                 status: info.status().to_owned(),
-                started_at: ns(info.started_at),
-                ended_at: ns(info.ended_at),
-                duration: ns(file.and_then(|f| f.duration)),
-                file_size: ns(file.and_then(|f| f.size)),
+                started_at: started_ns.to_string(),
+                ended_at: ended_ns.to_string(),
+                duration: duration.to_string(),
+                file_size: file
+                    .and_then(|f| f.size)
+                    .filter(|s| *s >= 0)
+                    .unwrap_or(0)
+                    .to_string(),
                 file_type: file.and_then(|f| {
                     file_extension(&f.filename).or_else(|| file_extension(&f.location))
                 }),

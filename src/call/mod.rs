@@ -3,9 +3,15 @@
 //! Everything here is pure (no I/O, no clock, no randomness), so every rule about
 //! durations, ordering and duplicates is tested with plain unit tests.
 
+pub mod invariants;
 pub mod machine;
 pub mod voicekit;
 pub mod workflow;
+
+#[cfg(test)]
+mod properties;
+#[cfg(test)]
+mod quirks;
 
 pub use machine::{CallState, Transition};
 pub use voicekit::{EventKind, VoiceKitEvent};

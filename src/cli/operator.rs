@@ -1,4 +1,4 @@
-//! `calls ...` and `deliveries ...`: the operator API, from a terminal.
+//! `calls ...`, `deliveries ...` and `endpoints ...`: the operator API, from a terminal.
 
 use std::time::Duration;
 
@@ -107,9 +107,11 @@ impl OperatorClient {
     }
 
     pub async fn retry(&self, id: i64) -> anyhow::Result<()> {
-        self.post(&format!("/api/deliveries/{id}/retry"), json!({}))
+        let body = self
+            .post(&format!("/api/deliveries/{id}/retry"), json!({}))
             .await?;
         println!("delivery {id} queued to be sent now");
+        print_enabled(&body);
         Ok(())
     }
 
@@ -124,7 +126,47 @@ impl OperatorClient {
             "{} failed deliveries of {workflow} queued to be sent again",
             body["replayed"]
         );
+        print_enabled(&body);
         Ok(())
+    }
+
+    pub async fn list_endpoints(&self, as_json: bool) -> anyhow::Result<()> {
+        let body = self.get("/api/endpoints", &[]).await?;
+        if as_json {
+            return print_json(&body);
+        }
+        println!(
+            "{:<9}  {:<20}  {:<24}  URL",
+            "STATE", "WORKFLOW", "DISABLED AT"
+        );
+        for e in body["endpoints"].as_array().into_iter().flatten() {
+            let state = if e["disabled"].as_bool() == Some(true) {
+                "disabled"
+            } else {
+                "enabled"
+            };
+            println!(
+                "{:<9}  {:<20}  {:<24}  {}",
+                state,
+                text(&e["workflow"]),
+                time(&e["disabled_at"]),
+                text(&e["url"])
+            );
+        }
+        Ok(())
+    }
+
+    pub async fn enable_endpoint(&self, url: &str) -> anyhow::Result<()> {
+        self.post("/api/endpoints/enable", json!({ "url": url }))
+            .await?;
+        println!("{url} enabled: its held events are sent now");
+        Ok(())
+    }
+}
+
+fn print_enabled(body: &Value) {
+    if let Some(url) = body["enabled"].as_str() {
+        println!("{url} was disabled (it had answered 410 Gone) and is enabled again");
     }
 }
 

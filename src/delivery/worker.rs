@@ -37,7 +37,11 @@ use crate::{
 /// `voicekit-bridge/0.1.0`: lets a customer's logs tell our requests from others.
 pub const USER_AGENT_VALUE: &str = concat!("voicekit-bridge/", env!("CARGO_PKG_VERSION"));
 
-const GONE_BEFORE: &str = "not sent: the endpoint answered 410 Gone";
+/// How long the list of disabled endpoints is trusted while none is known: another
+/// bridge on a shared store may disable one meanwhile. While some are known, the list
+/// is read again at every wake-up, so an operator's `endpoints enable` takes effect at
+/// once.
+const DISABLED_TTL: Duration = Duration::from_secs(1);
 
 /// The most response body kept with an attempt.
 const RESPONSE_SNIPPET: usize = 4096;
@@ -75,6 +79,11 @@ impl Window {
     }
 }
 
+/// The first wait before recording an outcome again after the store refused it; it
+/// doubles up to [`RECORD_RETRY_MAX`]. The request is not sent again meanwhile.
+const RECORD_RETRY_FIRST: Duration = Duration::from_millis(250);
+const RECORD_RETRY_MAX: Duration = Duration::from_secs(10);
+
 /// Longest sleep while deliveries are in flight: a retry that falls due meanwhile waits
 /// at most this long.
 const BUSY_POLL: Duration = Duration::from_millis(20);
@@ -102,9 +111,19 @@ struct Inner {
     /// Woken when a request finishes and frees its endpoint's slot (its outcome may
     /// still be committing).
     slot_freed: Notify,
-    /// Endpoints that answered 410 Gone: nothing more is sent to them until the
-    /// workflow's URL changes (reload) or the daemon restarts.
-    gone: Mutex<HashSet<String>>,
+    /// Endpoints that answered 410 Gone, as last read from the store: their events
+    /// are held (pending, not sent) until an operator enables them again.
+    disabled: Mutex<Disabled>,
+    /// Set, and `stopped` notified, once the worker stops taking new work: outcomes
+    /// still waiting for the store give up (their rows stay pending).
+    stopping: std::sync::atomic::AtomicBool,
+    stopped: Notify,
+}
+
+#[derive(Default)]
+struct Disabled {
+    urls: HashSet<String>,
+    read_at: Option<Instant>,
 }
 
 #[derive(Default)]
@@ -148,8 +167,6 @@ enum Failure {
     Network(String),
     /// Nothing was sent (no endpoint configured, the recording could not be published).
     NotSent(String),
-    /// Not sent: the endpoint answered 410 Gone before.
-    Gone,
 }
 
 impl Worker {
@@ -186,7 +203,9 @@ impl Worker {
                 config: config.clone(),
                 breakers: Mutex::new(breakers),
                 in_flight: Mutex::new(InFlight::default()),
-                gone: Mutex::new(HashSet::new()),
+                disabled: Mutex::new(Disabled::default()),
+                stopping: std::sync::atomic::AtomicBool::new(false),
+                stopped: Notify::new(),
             }),
             wake,
         })
@@ -239,6 +258,10 @@ impl Worker {
                 _ = shutdown.wait() => (true, false),
             };
         }
+        self.inner
+            .stopping
+            .store(true, std::sync::atomic::Ordering::Release);
+        self.inner.stopped.notify_waiters();
         // What was read but not sent goes back to the other bridges at once.
         let unsent: Vec<i64> = windows
             .values()
@@ -264,7 +287,7 @@ impl Inner {
                 matches!(
                     breakers.state(&w.events_webhook_url, now),
                     breaker::State::Open(_)
-                )
+                ) || self.is_disabled(&w.events_webhook_url)
             })
             .map(|w| w.id)
             .collect()
@@ -295,6 +318,7 @@ impl Inner {
         if room == 0 {
             return Ok(());
         }
+        self.refresh_disabled(reread).await;
         let workflows = self.workflows.load_full();
         let gone: Vec<i64> = windows
             .iter()
@@ -308,6 +332,7 @@ impl Inner {
         let mut cleared = false;
         let mut chosen = Vec::new();
         let mut failed = None;
+        let mut held = Vec::new();
         for w in workflows.iter() {
             if chosen.len() >= room {
                 break;
@@ -317,7 +342,8 @@ impl Inner {
                 .lock()
                 .expect("breaker lock")
                 .state(&w.events_webhook_url, now);
-            let hooks_only = matches!(state, breaker::State::Open(_));
+            let hooks_only =
+                matches!(state, breaker::State::Open(_)) || self.is_disabled(&w.events_webhook_url);
             let (busy, unsettled) = {
                 let in_flight = self.in_flight.lock().expect("in-flight lock");
                 let busy = in_flight.per_endpoint.get(&w.events_webhook_url).copied();
@@ -355,6 +381,11 @@ impl Inner {
                 }
                 let target = target(&workflows, &row, &self.config);
                 let endpoint = target.as_ref().map(|t| t.url.clone()).unwrap_or_default();
+                if row.event_type != HOOK_EVENT && self.is_disabled(&endpoint) {
+                    // Read before its endpoint was disabled: held, not sent.
+                    held.push(row.id);
+                    continue;
+                }
                 let limit = match self
                     .breakers
                     .lock()
@@ -385,6 +416,9 @@ impl Inner {
                 chosen.push((row, target, endpoint));
             }
             window.rows = kept;
+        }
+        if let Err(e) = self.store.release(&held).await {
+            failed.get_or_insert(e);
         }
         for (row, target, endpoint) in chosen {
             let inner = self.clone();
@@ -512,7 +546,6 @@ impl Inner {
                     "events_webhook_url"
                 }
             ))),
-            Some(t) if self.gone.lock().expect("gone lock").contains(&t.url) => Err(Failure::Gone),
             Some(t) => match self.prepare(&mut row).await {
                 Err(e) => Err(Failure::NotSent(e)),
                 Ok(()) => self.post(t, &row).await,
@@ -551,7 +584,6 @@ impl Inner {
                         code, retry_after, ..
                     } => (format!("HTTP {code}"), *retry_after),
                     Failure::Network(e) | Failure::NotSent(e) => (e.clone(), None),
-                    Failure::Gone => (GONE_BEFORE.to_owned(), None),
                 };
                 match failure {
                     Failure::Status { code, body, .. } => {
@@ -559,7 +591,6 @@ impl Inner {
                         attempt.response_body = Some(body);
                     }
                     Failure::Network(e) | Failure::NotSent(e) => attempt.error = Some(e),
-                    Failure::Gone => attempt.error = Some(GONE_BEFORE.to_owned()),
                 }
                 if reached_endpoint {
                     self.endpoint_failed(&endpoint);
@@ -582,7 +613,47 @@ impl Inner {
                 .map_or_else(|| row.workflow_id.to_string(), |w| w.slug.clone());
             metrics::delivery_finished(&slug, metric, started.elapsed().as_secs_f64());
         }
-        Ok(self.writer.record(attempt, outcome).await?)
+        self.record(attempt, outcome, &row).await
+    }
+
+    /// Records an attempt's outcome. While the store refuses writes (a full disk) the
+    /// row stays in flight, so it is not sent again, and the same outcome is recorded
+    /// again with a growing wait until the store takes it: the customer sees the
+    /// webhook-id once more at most (after a restart), not once per dispatch round.
+    async fn record(
+        &self,
+        attempt: Attempt,
+        outcome: AttemptOutcome,
+        row: &OutboxRow,
+    ) -> Result<(), DeliveryError> {
+        let mut wait = RECORD_RETRY_FIRST;
+        let mut failures = 0u32;
+        loop {
+            let stopped = self.stopped.notified();
+            let error = match self.writer.record(attempt.clone(), outcome).await {
+                Ok(()) => {
+                    if failures > 0 {
+                        tracing::info!(outbox_id = row.id, webhook_id = %row.webhook_id, failures,
+                            "delivery outcome recorded after the store took writes again");
+                    }
+                    return Ok(());
+                }
+                Err(e) => e,
+            };
+            if self.stopping.load(std::sync::atomic::Ordering::Acquire) {
+                return Err(error.into());
+            }
+            failures += 1;
+            if failures == 1 {
+                tracing::error!(outbox_id = row.id, webhook_id = %row.webhook_id, error = %error,
+                    "cannot record a delivery's outcome; not sending it again, recording it once the store takes writes");
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = stopped => return Err(error.into()),
+            }
+            wait = (wait * 2).min(RECORD_RETRY_MAX);
+        }
     }
 
     /// Decides what a failed attempt leads to, and logs it once.
@@ -601,28 +672,24 @@ impl Inner {
             tracing::warn!(call_id = row.call_id, endpoint, error = %why, "call_started_hook failed; the call continues without runtime data");
             return Ok(AttemptOutcome::Dead);
         }
-        if why == GONE_BEFORE {
-            return Ok(AttemptOutcome::Dead);
-        }
         if why == "HTTP 410" {
-            self.gone
-                .lock()
-                .expect("gone lock")
-                .insert(endpoint.to_owned());
-            let same_endpoint: Vec<i64> = self
-                .workflows
-                .load()
-                .iter()
-                .filter(|w| w.events_webhook_url == endpoint)
-                .map(|w| w.id)
-                .collect();
-            let stopped = self
+            // The customer says the URL is gone: disable it, for every bridge and across
+            // restarts, and hold this event and the endpoint's others (pending, not
+            // sent) until an operator enables it again.
+            let newly = self
                 .store
-                .fail_pending(&same_endpoint, "endpoint answered 410 Gone")
+                .disable_endpoint(endpoint, "answered 410 Gone")
                 .await?;
-            tracing::error!(endpoint, call_id = row.call_id, event = %row.event_type, other_deliveries_stopped = stopped,
-                "endpoint answered 410 Gone: stopped retrying its deliveries; fix the workflow and replay");
-            return Ok(AttemptOutcome::Dead);
+            self.disabled
+                .lock()
+                .expect("disabled lock")
+                .urls
+                .insert(endpoint.to_owned());
+            if newly {
+                tracing::error!(endpoint, call_id = row.call_id, event = %row.event_type, webhook_id = %row.webhook_id,
+                    "endpoint answered 410 Gone: disabled; its events are held until `voicekit-bridge endpoints enable` (or a new URL for the workflow)");
+            }
+            return Ok(AttemptOutcome::RetryAt(now_ms()));
         }
         let scheduled = self.policy.delay_after(failures);
         let delay = match (scheduled, retry_after) {
@@ -647,6 +714,41 @@ impl Inner {
                 AttemptOutcome::Dead
             }
         })
+    }
+
+    fn is_disabled(&self, url: &str) -> bool {
+        self.disabled
+            .lock()
+            .expect("disabled lock")
+            .urls
+            .contains(url)
+    }
+
+    /// Reads the disabled endpoints again when the list may be stale: at a wake-up
+    /// while some are disabled (an operator may have enabled one), else after
+    /// [`DISABLED_TTL`]. A failed read keeps the last list.
+    async fn refresh_disabled(&self, woken: bool) {
+        let due = {
+            let d = self.disabled.lock().expect("disabled lock");
+            (woken && !d.urls.is_empty()) || d.read_at.is_none_or(|at| at.elapsed() >= DISABLED_TTL)
+        };
+        if !due {
+            return;
+        }
+        match self.store.disabled_endpoints().await {
+            Ok(list) => {
+                let mut d = self.disabled.lock().expect("disabled lock");
+                let urls: HashSet<String> = list.into_iter().map(|e| e.url).collect();
+                for url in d.urls.difference(&urls) {
+                    tracing::info!(endpoint = %url, "endpoint enabled again: its held events are sent");
+                }
+                d.urls = urls;
+                d.read_at = Some(Instant::now());
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the disabled endpoints; keeping the last list")
+            }
+        }
     }
 
     fn release_slot(&self, endpoint: &str) {
@@ -706,6 +808,15 @@ impl Inner {
                     bucket,
                     key,
                     "recording not found in S3; call_finalized carries no URL"
+                );
+                None
+            }
+            Ok(Published::OtherBucket { bucket, key }) => {
+                tracing::warn!(
+                    call_id = row.call_id,
+                    bucket,
+                    key,
+                    "the egress uploaded the recording to another bucket than [recordings] bucket; call_finalized carries no URL"
                 );
                 None
             }

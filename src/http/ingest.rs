@@ -26,7 +26,7 @@ use super::{
 };
 use crate::{
     ingest::Accepted,
-    livekit::event::{EventError, WebhookEvent},
+    livekit::event::WebhookEvent,
     metrics::{self, WebhookResult},
 };
 
@@ -68,10 +68,7 @@ pub async fn receive(State(app): State<Arc<AppState>>, headers: HeaderMap, body:
     let event = match WebhookEvent::parse(&body) {
         Ok(event) => event,
         Err(e) => {
-            let reason = match e {
-                EventError::Json(_) => "malformed_json",
-                EventError::MissingEvent => "missing_event",
-            };
+            let reason = e.reason();
             refused(reason, &e);
             return error(StatusCode::BAD_REQUEST, &e.to_string());
         }

@@ -55,6 +55,8 @@ pub fn router(state: Arc<OperatorState>) -> Router {
         .route("/api/deliveries", get(list_deliveries))
         .route("/api/deliveries/{id}/retry", post(retry))
         .route("/api/deliveries/replay", post(replay))
+        .route("/api/endpoints", get(list_endpoints))
+        .route("/api/endpoints/enable", post(enable_endpoint))
         .route("/metrics", get(ops::metrics))
         .route("/readyz", get(ops::operator_readyz))
         .layer(middleware::from_fn_with_state(state.clone(), authorize))
@@ -280,12 +282,13 @@ async fn retry(
     id: Result<Path<i64>, PathRejection>,
 ) -> ApiResult {
     let Path(id) = id?;
-    if !s.store.retry_now(id).await? {
+    let Some(workflow) = s.store.retry_now(id).await? else {
         return Err(ApiError(StatusCode::NOT_FOUND, format!("no delivery {id}")));
-    }
+    };
+    let enabled = enable_workflow_endpoint(&s, workflow).await?;
     tracing::info!(outbox_id = id, "delivery put back in line by an operator");
     s.delivery.notify_one();
-    Ok(Json(json!({ "retried": id })))
+    Ok(Json(json!({ "retried": id, "enabled": enabled })))
 }
 
 #[derive(Deserialize)]
@@ -315,10 +318,86 @@ async fn replay(
     let since = parse_time("since", &r.since)?;
     let until = parse_time("until", &r.until)?;
     let n = s.store.replay_failed(workflow, since, until).await?;
+    let enabled = enable_workflow_endpoint(&s, workflow).await?;
     tracing::info!(workflow = %r.workflow, since = %r.since, until = %r.until, replayed = n,
         "failed deliveries replayed by an operator");
     s.delivery.notify_one();
-    Ok(Json(json!({ "replayed": n })))
+    Ok(Json(json!({ "replayed": n, "enabled": enabled })))
+}
+
+/// A retry or replay asks for the workflow's events to be sent: its events endpoint is
+/// enabled again if a 410 had disabled it. The enabled URL, if any.
+async fn enable_workflow_endpoint(
+    s: &OperatorState,
+    workflow_id: i64,
+) -> Result<Option<String>, ApiError> {
+    let url = s
+        .workflows
+        .load()
+        .iter()
+        .find(|w| w.id == workflow_id)
+        .map(|w| w.events_webhook_url.clone());
+    let Some(url) = url else { return Ok(None) };
+    if !s.store.enable_endpoint(&url).await? {
+        return Ok(None);
+    }
+    tracing::info!(endpoint = %url, "endpoint enabled again by an operator's retry or replay");
+    Ok(Some(url))
+}
+
+/// Each configured workflow's events endpoint and whether it is disabled (it answered
+/// 410 Gone), plus disabled endpoints no workflow uses any more.
+async fn list_endpoints(State(s): State<Arc<OperatorState>>) -> ApiResult {
+    let disabled = s.store.disabled_endpoints().await?;
+    let workflows = s.workflows.load();
+    let mut endpoints: Vec<serde_json::Value> = workflows
+        .iter()
+        .map(|w| {
+            let d = disabled.iter().find(|d| d.url == w.events_webhook_url);
+            json!({
+                "url": w.events_webhook_url,
+                "workflow": w.slug,
+                "disabled": d.is_some(),
+                "disabled_at": d.map(|d| d.disabled_at),
+                "reason": d.map(|d| d.reason.clone()),
+            })
+        })
+        .collect();
+    for d in disabled
+        .iter()
+        .filter(|d| !workflows.iter().any(|w| w.events_webhook_url == d.url))
+    {
+        endpoints.push(json!({
+            "url": d.url,
+            "workflow": null,
+            "disabled": true,
+            "disabled_at": d.disabled_at,
+            "reason": d.reason,
+        }));
+    }
+    Ok(Json(json!({ "endpoints": endpoints })))
+}
+
+#[derive(Deserialize)]
+struct EnableRequest {
+    url: String,
+}
+
+/// Enables an endpoint a 410 disabled: its held events are sent.
+async fn enable_endpoint(
+    State(s): State<Arc<OperatorState>>,
+    r: Result<Json<EnableRequest>, JsonRejection>,
+) -> ApiResult {
+    let Json(r) = r?;
+    if !s.store.enable_endpoint(&r.url).await? {
+        return Err(ApiError(
+            StatusCode::NOT_FOUND,
+            format!("{:?} is not disabled", r.url),
+        ));
+    }
+    tracing::info!(endpoint = %r.url, "endpoint enabled again by an operator");
+    s.delivery.notify_one();
+    Ok(Json(json!({ "enabled": r.url })))
 }
 
 #[cfg(test)]

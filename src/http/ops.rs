@@ -30,7 +30,7 @@ const STORE_CHECK: Duration = Duration::from_secs(2);
 /// Why the daemon cannot take webhooks now.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NotReady {
-    /// A stable code: `shutting_down`, `store_unreachable`, `store_slow`,
+    /// A stable code: `shutting_down`, `store_write_failed`, `store_unreachable`, `store_slow`,
     /// `migrations_pending`, `migrations_unreadable`.
     pub reason: &'static str,
     /// What an operator reads; never the store's own error text.
@@ -48,6 +48,20 @@ fn not_ready(reason: &'static str, detail: impl Into<String>) -> NotReady {
 pub async fn readiness(store: &Store, shutdown: &Shutdown) -> Result<(), NotReady> {
     if shutdown.is_shutdown() {
         return Err(not_ready("shutting_down", "shutdown has begun"));
+    }
+    // The latest write failed: not ready until one succeeds. A probe write finds out
+    // when nothing else writes.
+    if store.health().failing() {
+        let probe = tokio::time::timeout(STORE_CHECK, store.probe_write()).await;
+        if !matches!(probe, Ok(Ok(()))) {
+            if let Ok(Err(e)) = probe {
+                tracing::debug!(error = %e, "readiness: the store still refuses writes");
+            }
+            return Err(not_ready(
+                "store_write_failed",
+                "the store refused the latest write (the daemon's log says why)",
+            ));
+        }
     }
     let slow = || {
         not_ready(
@@ -203,10 +217,12 @@ mod tests {
     async fn not_ready_when_a_migration_is_missing() {
         let (store, _dir) = crate::store::test_sqlite_store().await;
         let (_trigger, shutdown) = crate::shutdown::channel();
-        sqlx::query("DELETE FROM _sqlx_migrations WHERE version = 1")
-            .execute(store.sqlite())
-            .await
-            .unwrap();
+        crate::store::fixtures::execute(
+            &store,
+            "DELETE FROM _sqlx_migrations WHERE version = 1",
+            &[],
+        )
+        .await;
         assert_eq!(
             readiness(&store, &shutdown).await,
             Err(not_ready(

@@ -13,8 +13,10 @@
 //! vacuum). Nothing outside asks which backend it runs on.
 
 mod calls;
+mod endpoints;
 #[cfg(test)]
 pub(crate) mod fixtures;
+mod health;
 mod observe;
 mod operator;
 mod outbox;
@@ -27,6 +29,9 @@ mod writer;
 
 use std::{sync::Arc, time::Duration};
 
+pub use calls::{StaleCursor, StalePage};
+pub use endpoints::DisabledEndpoint;
+pub use health::StoreHealth;
 pub use operator::{AttemptRecord, CallDetail, CallSummary, DeliverySummary, InboundRecord};
 pub use outbox::{Attempt, AttemptOutcome, DeliveryStatus, HOOK_EVENT, OutboxRow};
 pub use postgres::keep_vacuumed;
@@ -43,6 +48,8 @@ pub enum StoreError {
     Sqlite(#[from] rusqlite::Error),
     #[error("migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("migration failed: {0}")]
+    SqliteMigrate(#[from] sqlite::migrate::MigrateError),
     #[error("stored call state is corrupt: {0}")]
     Corrupt(#[from] serde_json::Error),
     #[error(
@@ -55,13 +62,25 @@ pub enum StoreError {
          SQLite file; several bridges share a PostgreSQL store"
     )]
     InUse(std::path::PathBuf, std::path::PathBuf),
+    #[error(
+        "another running bridge uses the instance id {0:?} on this PostgreSQL store: give each \
+         bridge its own `[store] instance_id` (or its own config file)"
+    )]
+    InstanceInUse(String),
     #[error("cannot lock {0}: {1}")]
     Lock(std::path::PathBuf, String),
     #[error("fsync of the SQLite WAL failed: {0}; the bridge takes no more writes until restarted")]
     WalSync(std::io::Error),
     #[error("an fsync of the SQLite WAL failed earlier; restart the bridge")]
     WalSyncFailed,
+    #[error("the store is closed")]
+    Closed,
 }
+
+/// How long a starting bridge waits for its instance name to be given up: the session
+/// of the process it replaces may take a moment to end (about 25 s at most when that
+/// process's host vanished, see `postgres::Db::hold_identity`).
+const IDENTITY_WAIT: Duration = Duration::from_secs(30);
 
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
@@ -76,6 +95,10 @@ pub struct Store {
     backend: Backend,
     /// Names this process in the claims it takes on a shared store.
     instance: Arc<str>,
+    /// On PostgreSQL, the session that holds this instance's name while it runs.
+    _identity: Option<Arc<postgres::Identity>>,
+    /// Whether the latest write was committed.
+    health: Arc<StoreHealth>,
 }
 
 /// The database a store runs on, with what only that backend needs.
@@ -97,6 +120,32 @@ impl Store {
         Ok(Store {
             backend,
             instance: instance_name().into(),
+            _identity: None,
+            health: Arc::default(),
+        })
+    }
+
+    /// This store under a stable name: after a crash and restart under the same name,
+    /// the claims the process held are its own again and are sent at once, not after
+    /// their lease. On PostgreSQL the name is held by a session-level advisory lock
+    /// while this process runs, so two running bridges never share one (the second
+    /// fails to start with [`StoreError::InstanceInUse`]); a process that dies loses
+    /// the lock with its connection.
+    pub async fn named(self, instance: &str) -> Result<Store, StoreError> {
+        self.named_within(instance, IDENTITY_WAIT).await
+    }
+
+    /// [`Store::named`], waiting at most `wait` for a name still held.
+    pub async fn named_within(self, instance: &str, wait: Duration) -> Result<Store, StoreError> {
+        let identity = match &self.backend {
+            Backend::Sqlite(_) => None,
+            Backend::Postgres(db) => Some(Arc::new(db.hold_identity(instance, wait).await?)),
+        };
+        Ok(Store {
+            backend: self.backend,
+            instance: instance.into(),
+            _identity: identity,
+            health: self.health,
         })
     }
 
@@ -104,14 +153,39 @@ impl Store {
         &self.backend
     }
 
-    pub(crate) fn migrator(&self) -> &'static sqlx::migrate::Migrator {
-        match self.backend {
-            Backend::Sqlite(_) => &sqlite::MIGRATIONS,
-            Backend::Postgres(_) => &postgres::MIGRATIONS,
+    /// Whether the latest write through the writer was committed.
+    pub fn health(&self) -> &StoreHealth {
+        &self.health
+    }
+
+    /// A small write of its own, to learn whether the store takes writes again while
+    /// nothing else writes; reports to [`Store::health`].
+    pub async fn probe_write(&self) -> Result<(), StoreError> {
+        let sql = "INSERT INTO store_probe (id, at) VALUES (1, $1)
+                   ON CONFLICT (id) DO UPDATE SET at = excluded.at";
+        let result = match &self.backend {
+            Backend::Sqlite(db) => db.pool.execute(sql, sqlite::args![now_ms()]).await,
+            Backend::Postgres(db) => sqlx::query(sql)
+                .bind(now_ms())
+                .execute(&db.pool)
+                .await
+                .map(|r| r.rows_affected())
+                .map_err(StoreError::from),
+        };
+        match result {
+            Ok(_) => {
+                self.health.succeeded();
+                Ok(())
+            }
+            Err(e) => {
+                self.health.failed();
+                Err(e)
+            }
         }
     }
 
-    /// This process's name in delivery claims: host, pid and a random tag.
+    /// This process's name in delivery claims: the name given to [`Store::named`], else
+    /// host, pid and a random tag.
     pub fn instance(&self) -> &str {
         &self.instance
     }
@@ -129,7 +203,7 @@ impl Store {
     /// Closes every connection; queries after this fail.
     pub async fn close(&self) {
         match &self.backend {
-            Backend::Sqlite(db) => db.pool.close().await,
+            Backend::Sqlite(db) => db.pool.close(),
             Backend::Postgres(db) => db.close().await,
         }
     }
@@ -140,12 +214,14 @@ impl Store {
         Store {
             backend: self.backend.clone(),
             instance: format!("{}-other", self.instance).into(),
+            _identity: None,
+            health: self.health.clone(),
         }
     }
 
     /// The SQLite pool, for tests that look at rows directly.
     #[cfg(test)]
-    pub(crate) fn sqlite(&self) -> &sqlx::SqlitePool {
+    pub(crate) fn sqlite(&self) -> &sqlite::Pool {
         match &self.backend {
             Backend::Sqlite(db) => &db.pool,
             Backend::Postgres(_) => panic!("not a SQLite store"),

@@ -3,7 +3,7 @@
 //! reads these at scrape time, so the numbers are the stored truth, not a count kept in
 //! memory that a restart would reset).
 
-use super::{Store, StoreError, now_ms, sql::on_pool};
+use super::{Backend, Store, StoreError, now_ms, sqlite::args};
 use crate::metrics::StoreGauges;
 
 /// Every value `calls.phase` takes, so each is exported even when no call is in it.
@@ -12,30 +12,47 @@ const PHASES: &[&str] = &["waiting", "in_progress", "ended", "finalized"];
 impl Store {
     /// One trivial query: the database answers.
     pub async fn ping(&self) -> Result<(), StoreError> {
-        on_pool!(self, p => sqlx::query("SELECT 1").execute(p).await?.rows_affected());
+        match self.backend() {
+            Backend::Sqlite(db) => {
+                db.pool
+                    .first("SELECT 1", args![], |r| r.get::<_, i64>(0))
+                    .await?;
+            }
+            Backend::Postgres(db) => {
+                sqlx::query("SELECT 1").execute(&db.pool).await?;
+            }
+        }
         Ok(())
     }
 
     /// How many of this binary's migrations the database has not applied successfully.
     pub async fn pending_migrations(&self) -> Result<usize, StoreError> {
-        let applied: Vec<(i64,)> = on_pool!(self, p => sqlx::query_as(
-            "SELECT version FROM _sqlx_migrations WHERE success = TRUE")
-            .fetch_all(p)
-            .await?);
-        Ok(self
-            .migrator()
-            .iter()
-            .filter(|m| !m.migration_type.is_down_migration())
-            .filter(|m| !applied.iter().any(|(v,)| *v == m.version))
-            .count())
+        let sql = "SELECT version FROM _sqlx_migrations WHERE success = TRUE";
+        let applied: Vec<i64> = match self.backend() {
+            Backend::Sqlite(db) => db.pool.all(sql, args![], |r| r.get(0)).await?,
+            Backend::Postgres(db) => sqlx::query_scalar(sql).fetch_all(&db.pool).await?,
+        };
+        Ok(match self.backend() {
+            Backend::Sqlite(_) => super::sqlite::migrate::pending(&applied),
+            Backend::Postgres(_) => super::postgres::MIGRATIONS
+                .iter()
+                .filter(|m| !m.migration_type.is_down_migration())
+                .filter(|m| !applied.contains(&m.version))
+                .count(),
+        })
     }
 
     /// Calls by phase and the outbox backlog, for `/metrics`.
     pub async fn gauges(&self) -> Result<StoreGauges, StoreError> {
-        let counted: Vec<(String, i64)> = on_pool!(self, p => sqlx::query_as(
-            "SELECT phase, COUNT(*) FROM calls GROUP BY phase")
-            .fetch_all(p)
-            .await?);
+        let sql = "SELECT phase, COUNT(*) FROM calls GROUP BY phase";
+        let counted: Vec<(String, i64)> = match self.backend() {
+            Backend::Sqlite(db) => {
+                db.pool
+                    .all(sql, args![], |r| Ok((r.get(0)?, r.get(1)?)))
+                    .await?
+            }
+            Backend::Postgres(db) => sqlx::query_as(sql).fetch_all(&db.pool).await?,
+        };
         let mut calls_by_state: Vec<(String, i64)> = PHASES
             .iter()
             .map(|p| {
@@ -48,10 +65,15 @@ impl Store {
                 .into_iter()
                 .filter(|(phase, _)| !PHASES.contains(&phase.as_str())),
         );
-        let (pending, oldest): (i64, Option<i64>) = on_pool!(self, p => sqlx::query_as(
-            "SELECT COUNT(*), MIN(created_at) FROM outbox WHERE status = 'pending'")
-            .fetch_one(p)
-            .await?);
+        let sql = "SELECT COUNT(*), MIN(created_at) FROM outbox WHERE status = 'pending'";
+        let (pending, oldest): (i64, Option<i64>) = match self.backend() {
+            Backend::Sqlite(db) => db
+                .pool
+                .first(sql, args![], |r| Ok((r.get(0)?, r.get(1)?)))
+                .await?
+                .unwrap_or_default(),
+            Backend::Postgres(db) => sqlx::query_as(sql).fetch_one(&db.pool).await?,
+        };
         let age_ms = oldest.map_or(0, |created| (now_ms() - created).max(0));
         Ok(StoreGauges {
             calls_by_state,

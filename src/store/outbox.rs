@@ -5,7 +5,8 @@ use sqlx::FromRow;
 use super::{
     Backend, Store, StoreError, now_ms,
     postgres::claims::{self, Claim},
-    sql::{Dialect, in_values, on_pool, rows_key_filter, rows_of},
+    sql::{Dialect, in_values, rows_key_filter, rows_of},
+    sqlite::args,
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,6 +40,25 @@ pub struct OutboxRow {
     pub status: String,
     pub attempts: i64,
     pub next_attempt_at: i64,
+}
+
+impl OutboxRow {
+    /// A row selected with [`ROW`]'s columns, on SQLite.
+    pub(crate) fn from_sqlite(r: &rusqlite::Row<'_>) -> rusqlite::Result<OutboxRow> {
+        Ok(OutboxRow {
+            id: r.get("id")?,
+            webhook_id: r.get("webhook_id")?,
+            call_id: r.get("call_id")?,
+            seq: r.get("seq")?,
+            event_type: r.get("event_type")?,
+            workflow_id: r.get("workflow_id")?,
+            payload: r.get("payload")?,
+            recording: r.get("recording")?,
+            status: r.get("status")?,
+            attempts: r.get("attempts")?,
+            next_attempt_at: r.get("next_attempt_at")?,
+        })
+    }
 }
 
 /// One try at delivering an outbox row.
@@ -107,19 +127,33 @@ impl Store {
         // grow with the table (before the first ANALYZE, or between two) until
         // deliveries stall. Planning costs a fraction of a millisecond and sees the
         // table as it is.
-        let keep_plan = self.dialect() == Dialect::Sqlite;
-        Ok(on_pool!(self, p => sqlx::query_as(sqlx::AssertSqlSafe(sql))
-            .persistent(keep_plan)
-            .bind(workflow_id)
-            .bind(now)
-            .bind(i64::from(hooks_only))
-            .bind(HOOK_EVENT)
-            .bind(limit)
-            .bind(self.instance())
-            // Rows of a commit whose fsync is still running wait for it (`wal_sync.rs`).
-            .bind(self.visible_below())
-            .fetch_all(p)
-            .await?))
+        // Rows of a commit whose fsync is still running wait for it (`wal_sync.rs`).
+        let below = self.visible_below();
+        match self.backend() {
+            Backend::Sqlite(db) => {
+                let args = args![
+                    workflow_id,
+                    now,
+                    i64::from(hooks_only),
+                    HOOK_EVENT.to_owned(),
+                    limit,
+                    self.instance().to_owned(),
+                    below
+                ];
+                db.pool.all(&sql, args, OutboxRow::from_sqlite).await
+            }
+            Backend::Postgres(db) => Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
+                .persistent(false)
+                .bind(workflow_id)
+                .bind(now)
+                .bind(i64::from(hooks_only))
+                .bind(HOOK_EVENT)
+                .bind(limit)
+                .bind(self.instance())
+                .bind(below)
+                .fetch_all(&db.pool)
+                .await?),
+        }
     }
 
     /// [`Store::due_for_workflow`], claimed for this instance until `now + lease_ms`:
@@ -184,40 +218,35 @@ impl Store {
             in_values(self.dialect(), "workflow_id", "$2", true, true)
         );
         let paused = serde_json::to_string(paused_workflows)?;
-        let (at,): (Option<i64>,) = on_pool!(self, p => sqlx::query_as(sqlx::AssertSqlSafe(sql))
-            .bind(now)
-            .bind(paused)
-            .fetch_one(p)
-            .await?);
-        Ok(at)
+        match self.backend() {
+            Backend::Sqlite(db) => Ok(db
+                .pool
+                .first(&sql, args![now, paused], |r| r.get(0))
+                .await?
+                .flatten()),
+            Backend::Postgres(db) => {
+                let (at,): (Option<i64>,) = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+                    .bind(now)
+                    .bind(paused)
+                    .fetch_one(&db.pool)
+                    .await?;
+                Ok(at)
+            }
+        }
     }
 
     /// How many deliveries are pending, per workflow.
     pub async fn pending_by_workflow(&self) -> Result<Vec<(i64, i64)>, StoreError> {
-        Ok(on_pool!(self, p => sqlx::query_as(
-            "SELECT workflow_id, COUNT(*) FROM outbox WHERE status = 'pending'
-             GROUP BY workflow_id ORDER BY workflow_id")
-            .fetch_all(p)
-            .await?))
-    }
-
-    /// Marks every pending event of these workflows failed (the endpoint said 410 Gone).
-    pub async fn fail_pending(&self, workflow_ids: &[i64], error: &str) -> Result<u64, StoreError> {
-        let sql = format!(
-            "UPDATE outbox SET status = 'failed', last_error = $1
-             WHERE status = 'pending' AND event_type <> $2
-               AND {}",
-            in_values(self.dialect(), "workflow_id", "$3", true, false)
-        );
-        let workflows = serde_json::to_string(workflow_ids)?;
-        let done = on_pool!(self, p => sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(error)
-            .bind(HOOK_EVENT)
-            .bind(workflows)
-            .execute(p)
-            .await?
-            .rows_affected());
-        Ok(done)
+        let sql = "SELECT workflow_id, COUNT(*) FROM outbox WHERE status = 'pending'
+                   GROUP BY workflow_id ORDER BY workflow_id";
+        match self.backend() {
+            Backend::Sqlite(db) => {
+                db.pool
+                    .all(sql, args![], |r| Ok((r.get(0)?, r.get(1)?)))
+                    .await
+            }
+            Backend::Postgres(db) => Ok(sqlx::query_as(sql).fetch_all(&db.pool).await?),
+        }
     }
 }
 
@@ -295,7 +324,7 @@ pub enum AttemptOutcome {
 mod tests {
     use super::*;
     use crate::store::{
-        fixtures::{insert_call, insert_delivery},
+        fixtures::{insert_call, insert_delivery, row, rows},
         test_postgres_store, test_sqlite_store, test_stores,
     };
 
@@ -309,11 +338,7 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(due.len(), 1, "call_ended waits for call_started");
-        let ended: (i64,) = on_pool!(store, p => sqlx::query_as(
-            "SELECT id FROM outbox WHERE seq = 2")
-            .fetch_one(p)
-            .await
-            .unwrap());
+        let ended: (i64,) = row(store, "SELECT id FROM outbox WHERE seq = 2", &[]).await;
         (due[0].id, ended.0)
     }
 
@@ -430,13 +455,13 @@ mod tests {
             writer.record(attempt, outcome).await.unwrap();
             drop(writer);
             task.await.unwrap();
-            let row: (String, Option<String>, String) = on_pool!(store, p => sqlx::query_as(
-                "SELECT payload, recording, status FROM outbox WHERE id = $1")
-                .bind(started)
-                .fetch_one(p)
-                .await
-                .unwrap());
-            assert_eq!(row, (body, None, "delivered".into()));
+            let found: (String, Option<String>, String) = row(
+                store,
+                "SELECT payload, recording, status FROM outbox WHERE id = $1",
+                &[started.into()],
+            )
+            .await;
+            assert_eq!(found, (body, None, "delivered".into()));
         }
     }
 
@@ -464,25 +489,27 @@ mod tests {
             drop(writer);
             task.await.unwrap();
             type Row = (String, i64, i64, Option<String>, Option<i64>);
-            let rows: Vec<Row> = on_pool!(store, p => sqlx::query_as(
+            let outbox: Vec<Row> = rows(
+                store,
                 "SELECT status, attempts, next_attempt_at, last_error, delivered_at
-                 FROM outbox ORDER BY seq")
-                .fetch_all(p)
-                .await
-                .unwrap());
+                 FROM outbox ORDER BY seq",
+                &[],
+            )
+            .await;
             assert_eq!(
-                rows[0],
+                outbox[0],
                 ("pending".into(), 1, 42, Some("HTTP 503".into()), None)
             );
-            assert_eq!(rows[1].0, "failed");
-            assert_eq!(rows[1].3.as_deref(), Some("connection refused"));
+            assert_eq!(outbox[1].0, "failed");
+            assert_eq!(outbox[1].3.as_deref(), Some("connection refused"));
             type Tried = (i64, Option<i64>, Option<String>, Option<String>);
-            let tried: Vec<Tried> = on_pool!(store, p => sqlx::query_as(
+            let tried: Vec<Tried> = rows(
+                store,
                 "SELECT outbox_id, status_code, error, response_body
-                 FROM delivery_attempts ORDER BY id")
-                .fetch_all(p)
-                .await
-                .unwrap());
+                 FROM delivery_attempts ORDER BY id",
+                &[],
+            )
+            .await;
             assert_eq!(
                 tried,
                 [

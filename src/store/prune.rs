@@ -2,7 +2,7 @@
 //! a batch at a time so ingest never waits long behind it. Pending deliveries are never
 //! deleted, however old: nothing accepted is lost to housekeeping.
 
-use super::{Store, StoreError, sql::on_pool};
+use super::{Backend, Store, StoreError, sqlite::args};
 
 /// How many rows of each kind one pass deleted.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -37,12 +37,15 @@ impl Store {
         let mut counts = [0u64; 4];
         for (sql, count) in STATEMENTS.iter().zip(counts.iter_mut()) {
             loop {
-                let done = on_pool!(self, p => sqlx::query(*sql)
-                    .bind(cutoff_ms)
-                    .bind(batch)
-                    .execute(p)
-                    .await?
-                    .rows_affected());
+                let done = match self.backend() {
+                    Backend::Sqlite(db) => db.pool.execute(sql, args![cutoff_ms, batch]).await?,
+                    Backend::Postgres(db) => sqlx::query(*sql)
+                        .bind(cutoff_ms)
+                        .bind(batch)
+                        .execute(&db.pool)
+                        .await?
+                        .rows_affected(),
+                };
                 *count += done;
                 if done < batch as u64 {
                     break;
@@ -91,14 +94,14 @@ pub async fn keep_pruned(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{now_ms, sql::on_pool};
+    use crate::store::{
+        fixtures::{execute, row},
+        now_ms,
+    };
 
     async fn count(store: &Store, table: &str) -> i64 {
         let sql = format!("SELECT COUNT(*) FROM {table}");
-        let (n,): (i64,) = on_pool!(store, p => sqlx::query_as(sqlx::AssertSqlSafe(sql))
-            .fetch_one(p)
-            .await
-            .unwrap());
+        let (n,): (i64,) = row(store, &sql, &[]).await;
         n
     }
 
@@ -107,51 +110,47 @@ mod tests {
     async fn call_with_delivery(store: &Store, room: &str, delivered: bool, age_ms: i64) {
         let then = now_ms() - age_ms;
         let status = if delivered { "delivered" } else { "pending" };
-        let (call,): (i64,) = on_pool!(store, c => sqlx::query_as(
+        let (call,): (i64,) = row(
+            store,
             "INSERT INTO calls (room_sid, room_name, workflow_id, workflow_slug, call_slug,
                                 phase, state, created_at, updated_at)
              VALUES ($1, $1, 1, 'w', 's', 'finalized', '{}', $2, $2) RETURNING id",
+            &[room.into(), then.into()],
         )
-        .bind(room)
-        .bind(then)
-        .fetch_one(c)
-        .await
-        .unwrap());
-        on_pool!(store, c => sqlx::query(
+        .await;
+        execute(
+            store,
             "INSERT INTO inbound_events (event_id, event_type, room_sid, call_id, received_at)
              VALUES ($1, 'room_finished', $2, $3, $4)",
+            &[
+                format!("EV_{room}").into(),
+                room.into(),
+                call.into(),
+                then.into(),
+            ],
         )
-        .bind(format!("EV_{room}"))
-        .bind(room)
-        .bind(call)
-        .bind(then)
-        .execute(c)
-        .await
-        .unwrap()
-        .rows_affected());
-        let (outbox,): (i64,) = on_pool!(store, c => sqlx::query_as(
+        .await;
+        let (outbox,): (i64,) = row(
+            store,
             "INSERT INTO outbox (webhook_id, call_id, seq, event_type, workflow_id, payload,
                                  status, attempts, next_attempt_at, created_at)
              VALUES ($1, $2, 1, 'call_started', 1, '{}', $3, 1, $4, $4) RETURNING id",
+            &[
+                format!("msg_{room}").into(),
+                call.into(),
+                status.into(),
+                then.into(),
+            ],
         )
-        .bind(format!("msg_{room}"))
-        .bind(call)
-        .bind(status)
-        .bind(then)
-        .fetch_one(c)
-        .await
-        .unwrap());
-        on_pool!(store, c => sqlx::query(
+        .await;
+        execute(
+            store,
             "INSERT INTO delivery_attempts (outbox_id, attempted_at, endpoint, status_code,
                                             latency_ms)
              VALUES ($1, $2, 'http://127.0.0.1:9/', 200, 1)",
+            &[outbox.into(), then.into()],
         )
-        .bind(outbox)
-        .bind(then)
-        .execute(c)
-        .await
-        .unwrap()
-        .rows_affected());
+        .await;
     }
 
     #[tokio::test]

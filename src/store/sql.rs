@@ -1,8 +1,8 @@
 //! The SQL both backends' pools speak. Queries shared by SQLite and PostgreSQL are
-//! written once, with `$N` placeholders both understand; the `on_pool!` macro expands
-//! a query for each driver, so each runs on its native types with no
-//! conversion layer. Where the dialects differ (expanding a JSON array into rows) the
-//! difference is spelled out here.
+//! written once, with PostgreSQL's `$N` placeholders (SQLite's pool reads them as
+//! `?N`, [`numbered`]); each backend runs them with its own driver and reads their
+//! rows into the same named types. Where the dialects differ (expanding a JSON array
+//! into rows) the difference is spelled out here.
 
 use super::{Backend, Store};
 
@@ -12,24 +12,6 @@ pub(crate) enum Dialect {
     Sqlite,
     Postgres,
 }
-
-/// Runs `$body` with `$p` bound to the store's pool, once per driver.
-macro_rules! on_pool {
-    ($store:expr, $p:ident => $body:expr) => {
-        match $store.backend() {
-            $crate::store::Backend::Sqlite(db) => {
-                let $p = &db.pool;
-                $body
-            }
-            $crate::store::Backend::Postgres(db) => {
-                let $p = &db.pool;
-                $body
-            }
-        }
-    };
-}
-
-pub(crate) use on_pool;
 
 impl Store {
     pub(crate) fn dialect(&self) -> Dialect {
@@ -100,4 +82,19 @@ pub(crate) fn in_values(
             )
         }
     }
+}
+
+/// `sql` with PostgreSQL's `$N` placeholders as SQLite's `?N`: SQLite numbers `$N`
+/// by order of first appearance, `?N` by N, as PostgreSQL does.
+pub(crate) fn numbered(sql: &str) -> String {
+    let mut out = String::with_capacity(sql.len());
+    let mut chars = sql.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '$' && chars.peek().is_some_and(char::is_ascii_digit) {
+            out.push('?');
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use tokio::sync::{Notify, oneshot};
 
-use super::{Attempt, AttemptOutcome, Backend, Store, StoreError, postgres, sqlite};
+use super::{Attempt, AttemptOutcome, Backend, Store, StoreError, StoreHealth, postgres, sqlite};
 use crate::{
     config::SharedWorkflows,
     ingest::{Accepted, Incoming},
@@ -47,7 +47,11 @@ pub(super) struct OutcomeJob {
 /// The handle everything that writes goes through. Cheap to clone; the backend's
 /// writer stops once every handle is dropped and what was queued is committed.
 #[derive(Clone)]
-pub struct Writer(Kind);
+pub struct Writer {
+    kind: Kind,
+    /// Told of every write's outcome.
+    health: Arc<StoreHealth>,
+}
 
 #[derive(Clone)]
 enum Kind {
@@ -74,7 +78,13 @@ impl Store {
                 (Kind::Postgres(handle), task)
             }
         };
-        Ok((Writer(kind), task))
+        Ok((
+            Writer {
+                kind,
+                health: self.health.clone(),
+            },
+            task,
+        ))
     }
 }
 
@@ -83,11 +93,23 @@ impl Writer {
     pub async fn accept(&self, incoming: Incoming) -> Result<Accepted, WriteError> {
         let (reply, answer) = oneshot::channel();
         let job = EventJob { incoming, reply };
-        match &self.0 {
-            Kind::Sqlite(h) => h.accept(job).await?,
-            Kind::Postgres(h) => h.accept(job).await?,
+        let done = async {
+            match &self.kind {
+                Kind::Sqlite(h) => h.accept(job).await?,
+                Kind::Postgres(h) => h.accept(job).await?,
+            }
+            wait(answer).await
+        };
+        self.observed(done.await)
+    }
+
+    /// Tells the store's health how a write went.
+    fn observed<T>(&self, result: Result<T, WriteError>) -> Result<T, WriteError> {
+        match &result {
+            Ok(_) => self.health.succeeded(),
+            Err(_) => self.health.failed(),
         }
-        wait(answer).await
+        result
     }
 
     /// Records a finished delivery attempt and moves its outbox row on; returns once
@@ -103,24 +125,30 @@ impl Writer {
             outcome,
             done,
         };
-        match &self.0 {
-            Kind::Sqlite(h) => h.record(job).await?,
-            Kind::Postgres(h) => h.record(job).await?,
-        }
-        wait(answer).await
+        let recorded = async {
+            match &self.kind {
+                Kind::Sqlite(h) => h.record(job).await?,
+                Kind::Postgres(h) => h.record(job).await?,
+            }
+            wait(answer).await
+        };
+        self.observed(recorded.await)
     }
 
     /// Freezes a `call_finalized` body once its recording URL is known, so that every
     /// retry sends these bytes; returns once that is durable.
     pub async fn publish(&self, outbox_id: i64, payload: String) -> Result<(), WriteError> {
-        match &self.0 {
-            Kind::Sqlite(h) => {
-                let (done, answer) = oneshot::channel();
-                h.publish(outbox_id, payload, done).await?;
-                wait(answer).await
+        let published = async {
+            match &self.kind {
+                Kind::Sqlite(h) => {
+                    let (done, answer) = oneshot::channel();
+                    h.publish(outbox_id, payload, done).await?;
+                    wait(answer).await
+                }
+                Kind::Postgres(h) => h.publish(outbox_id, &payload).await,
             }
-            Kind::Postgres(h) => h.publish(outbox_id, &payload).await,
-        }
+        };
+        self.observed(published.await)
     }
 
     /// How many deliveries per slot of `delivery.concurrency` may wait for their
@@ -129,7 +157,7 @@ impl Writer {
     /// the commit; where they share the transactions webhooks wait for, none, so a
     /// drain of the outbox never crowds out ingest.
     pub fn outcomes_waiting_per_slot(&self) -> usize {
-        match &self.0 {
+        match &self.kind {
             Kind::Sqlite(_) => 0,
             Kind::Postgres(_) => postgres::OUTCOMES_WAITING_PER_SLOT,
         }
@@ -148,7 +176,13 @@ impl Writer {
             panic!("not a SQLite store")
         };
         let (handle, thread) = sqlite::start_with_sync(db, workflows, sync);
-        (Writer(Kind::Sqlite(handle)), thread)
+        (
+            Writer {
+                kind: Kind::Sqlite(handle),
+                health: store.health.clone(),
+            },
+            thread,
+        )
     }
 }
 

@@ -260,7 +260,7 @@ async fn a_redirect_is_a_failure_and_is_not_followed() {
 /// on SQLite the file's write lock (the daemon's ingest writer commits outcomes there),
 /// on PostgreSQL a lock on `delivery_attempts` that the outcome's insert waits for.
 enum OutcomeLock {
-    Sqlite(sqlx::SqliteConnection),
+    Sqlite(rusqlite::Connection),
     Postgres(sqlx::PgConnection),
 }
 
@@ -277,13 +277,8 @@ impl OutcomeLock {
             OutcomeLock::Postgres(conn)
         } else {
             let file = daemon.dir().join("voicekit-bridge.db");
-            let options = sqlx::sqlite::SqliteConnectOptions::new().filename(file);
-            let mut conn = sqlx::SqliteConnection::connect_with(&options)
-                .await
-                .expect("open the daemon's SQLite file");
-            sqlx::raw_sql("BEGIN IMMEDIATE")
-                .execute(&mut conn)
-                .await
+            let conn = rusqlite::Connection::open(file).expect("open the daemon's SQLite file");
+            conn.execute_batch("BEGIN IMMEDIATE")
                 .expect("take the SQLite write lock");
             OutcomeLock::Sqlite(conn)
         }
@@ -291,12 +286,9 @@ impl OutcomeLock {
 
     async fn release(self) {
         match self {
-            OutcomeLock::Sqlite(mut conn) => {
-                sqlx::raw_sql("ROLLBACK")
-                    .execute(&mut conn)
-                    .await
-                    .expect("unlock");
-                conn.close().await.expect("close");
+            OutcomeLock::Sqlite(conn) => {
+                conn.execute_batch("ROLLBACK").expect("unlock");
+                conn.close().map_err(|(_, e)| e).expect("close");
             }
             OutcomeLock::Postgres(mut conn) => {
                 sqlx::raw_sql("ROLLBACK")

@@ -195,9 +195,9 @@ async fn break_the_calls_table(daemon: &Daemon, store_url: &str) {
         sqlx::query(rename).execute(&mut db).await.unwrap();
     } else {
         let path = daemon.dir().join("voicekit-bridge.db");
-        let url = format!("sqlite://{}", path.display());
-        let mut db = sqlx::SqliteConnection::connect(&url).await.unwrap();
-        sqlx::query(rename).execute(&mut db).await.unwrap();
+        let db = rusqlite::Connection::open(&path).unwrap();
+        db.busy_timeout(std::time::Duration::from_secs(10)).unwrap();
+        db.execute(rename, []).unwrap();
     }
 }
 

@@ -77,7 +77,51 @@ pub(super) async fn open(url: &str, max_connections: u32) -> Result<Db, StoreErr
     Ok(Db { pool, claims })
 }
 
+/// The session holding a bridge instance's name (`Store::named`): an advisory lock
+/// that ends with the connection, so a process that dies gives its name up.
+#[derive(Debug)]
+pub(crate) struct Identity {
+    _session: tokio::sync::Mutex<sqlx::PgConnection>,
+}
+
 impl Db {
+    /// Takes the advisory lock on `instance`'s name on a connection of its own, held
+    /// until the returned [`Identity`] is dropped. A lock still held is waited for up
+    /// to `wait`: the session of a process that just died may not have ended yet.
+    pub(super) async fn hold_identity(
+        &self,
+        instance: &str,
+        wait: Duration,
+    ) -> Result<Identity, StoreError> {
+        let mut session = self.pool.acquire().await?.detach();
+        // A host that vanishes (no FIN) would otherwise keep its session, and the name,
+        // for the system's keepalive time (often two hours): the server drops this
+        // session within about 25 s of silence instead.
+        sqlx::raw_sql(
+            "SET tcp_keepalives_idle = 10; SET tcp_keepalives_interval = 5; \
+             SET tcp_keepalives_count = 3",
+        )
+        .execute(&mut session)
+        .await?;
+        let key = lock_key(&format!("voicekit-bridge instance {instance}"));
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let (held,): (bool,) = sqlx::query_as("SELECT pg_try_advisory_lock($1)")
+                .bind(key)
+                .fetch_one(&mut session)
+                .await?;
+            if held {
+                return Ok(Identity {
+                    _session: tokio::sync::Mutex::new(session),
+                });
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(StoreError::InstanceInUse(instance.to_owned()));
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
     pub(super) async fn close(&self) {
         self.claims.close().await;
         self.pool.close().await;
@@ -106,6 +150,30 @@ mod tests {
         assert_ne!(lock_key("RM_1"), lock_key("RM_2"));
         // FNV-1a's published value for the empty string.
         assert_eq!(lock_key("") as u64, 0xcbf2_9ce4_8422_2325);
+    }
+
+    #[tokio::test]
+    async fn two_running_bridges_never_share_an_instance_id() {
+        let Some(store) = test_postgres_store(4).await else {
+            return;
+        };
+        let first = store.clone().named("host-a:/etc/vkb.toml").await.unwrap();
+        assert_eq!(first.instance(), "host-a:/etc/vkb.toml");
+        let e = store
+            .clone()
+            .named_within("host-a:/etc/vkb.toml", Duration::from_millis(300))
+            .await
+            .unwrap_err();
+        assert!(matches!(e, StoreError::InstanceInUse(_)), "{e}");
+        assert!(e.to_string().contains("instance_id"), "{e}");
+        store.clone().named("host-b:/etc/vkb.toml").await.unwrap();
+        // The process that held it is gone: its name is free again.
+        drop(first);
+        store
+            .clone()
+            .named_within("host-a:/etc/vkb.toml", Duration::from_secs(5))
+            .await
+            .expect("the name is given up with its session");
     }
 
     #[tokio::test]

@@ -4,13 +4,11 @@
 //! batch (about a millisecond); the pool's connections for a prune step or an
 //! operator's change. With `busy_timeout`, a connection that finds the lock taken
 //! sleeps 1, 2, 5, 10, 15, 20, 25 ms and on, for locks released within a millisecond,
-//! and the writer would spend much of a burst asleep. [`install`] and [`wait`] set a
-//! handler on every connection of the store that polls at 20 µs, then 100 µs, then
-//! 1 ms, for the same 10 s in all.
+//! and the writer would spend much of a burst asleep. [`wait`], the busy handler of
+//! every connection of the store (`Connection::busy_handler`), polls at 20 µs, then
+//! 100 µs, then 1 ms, for the same 10 s in all.
 
-use std::{ffi::c_int, os::raw::c_void, time::Duration};
-
-use rusqlite::ffi;
+use std::{ffi::c_int, time::Duration};
 
 /// Polls at the first steps' intervals (`(tries, sleep)` each), then at `LAST`.
 const STEPS: [(c_int, Duration); 2] = [
@@ -48,24 +46,6 @@ pub(super) fn wait(tries: c_int) -> bool {
     }
 }
 
-extern "C" fn on_busy(_: *mut c_void, tries: c_int) -> c_int {
-    c_int::from(wait(tries))
-}
-
-/// Sets the handler on a raw connection (it replaces any `busy_timeout`).
-///
-/// # Safety
-/// `db` must be an open connection, used by no other thread during the call.
-pub(super) unsafe fn install(db: *mut ffi::sqlite3) -> Result<(), c_int> {
-    // SAFETY: the caller's promise; the handler keeps no pointer to anything.
-    let rc = unsafe { ffi::sqlite3_busy_handler(db, Some(on_busy), std::ptr::null_mut()) };
-    if rc == ffi::SQLITE_OK {
-        Ok(())
-    } else {
-        Err(rc)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -77,10 +57,8 @@ mod tests {
         let own = store.ingest_connection();
         // Setting a handler clears `busy_timeout` (SQLite keeps one or the other): 0 on
         // both means the handler, not SQLite's sleeps, is what waits.
-        let (pool_timeout,): (i64,) = sqlx::query_as("PRAGMA busy_timeout")
-            .fetch_one(store.sqlite())
-            .await
-            .unwrap();
+        let (pool_timeout,): (i64,) =
+            crate::store::fixtures::row(&store, "PRAGMA busy_timeout", &[]).await;
         assert_eq!(pool_timeout, 0, "the pool's connections kept busy_timeout");
         assert_eq!(
             own.busy_timeout_ms(),
@@ -95,8 +73,7 @@ mod tests {
         let mut write = tokio::spawn({
             let pool = store.sqlite().clone();
             async move {
-                sqlx::query("DELETE FROM inbound_events WHERE event_id = 'none'")
-                    .execute(&pool)
+                pool.execute("DELETE FROM inbound_events WHERE event_id = 'none'", vec![])
                     .await
             }
         });

@@ -27,10 +27,15 @@ impl Store {
         let Backend::Sqlite(db) = self.backend() else {
             return Ok(None);
         };
-        let (_busy, log, done): (i64, i64, i64) = sqlx::query_as("PRAGMA wal_checkpoint(PASSIVE)")
-            .fetch_one(&db.pool)
+        let counts = db
+            .pool
+            .run(|c| {
+                Ok(c.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+                    Ok((r.get(1)?, r.get(2)?))
+                })?)
+            })
             .await?;
-        Ok(Some((log, done)))
+        Ok(Some(counts))
     }
 }
 
@@ -64,10 +69,8 @@ mod tests {
         for n in 0..50 {
             crate::store::fixtures::insert_call(&store, &format!("RM_{n}"), 1).await;
         }
-        let (autocheckpoint,): (i64,) = sqlx::query_as("PRAGMA wal_autocheckpoint")
-            .fetch_one(store.sqlite())
-            .await
-            .unwrap();
+        let (autocheckpoint,): (i64,) =
+            crate::store::fixtures::row(&store, "PRAGMA wal_autocheckpoint", &[]).await;
         assert_eq!(autocheckpoint, 0, "commits must not checkpoint");
         let (log, done) = store.checkpoint().await.unwrap().unwrap();
         assert!(log > 0, "the commits are in the WAL");

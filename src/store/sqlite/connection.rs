@@ -35,6 +35,23 @@ use crate::{
 /// A call's state is about 1.2 KB of JSON; this holds one with room to spare.
 const STATE_JSON_CAPACITY: usize = 2048;
 
+const SEEN: &str = "SELECT 1 FROM inbound_events WHERE event_id = ?1";
+const CALL_OF_ROOM: &str = "SELECT state FROM calls WHERE room_sid = ?1";
+const DATA_VERSION: &str = "PRAGMA data_version";
+const INSERT_CALL: &str =
+    "INSERT INTO calls (room_sid, room_name, workflow_id, workflow_slug, call_slug, phase,
+                                state, created_at, updated_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, 'waiting', '{}', ?6, ?6)
+             RETURNING id";
+const INSERT_DELIVERY: &str =
+    "INSERT INTO outbox (webhook_id, call_id, seq, event_type, workflow_id, payload,
+                                 recording, next_attempt_at, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8)";
+const INSERT_SEEN: &str =
+    "INSERT INTO inbound_events (event_id, event_type, room_sid, call_id, received_at)
+             VALUES (?1, ?2, ?3, ?4, ?5)";
+const SAVE_CALL: &str = "UPDATE calls SET state = ?1, phase = ?2, updated_at = ?3 WHERE id = ?4";
+
 /// The writer's connection to the store's SQLite file.
 pub(crate) struct IngestConnection {
     conn: Connection,
@@ -97,8 +114,26 @@ impl IngestConnection {
     /// (`plans.rs`).
     #[cfg(test)]
     pub(crate) fn reprepares(&self) -> i64 {
-        // SAFETY: the handle is this connection's, open, and used by this thread alone.
-        unsafe { super::plans::reprepares(self.conn.handle(), "") }
+        let mut statements: Vec<String> = [
+            DATA_VERSION,
+            SEEN,
+            CALL_OF_ROOM,
+            INSERT_CALL,
+            INSERT_DELIVERY,
+            INSERT_SEEN,
+            SAVE_CALL,
+            SET_PAYLOAD,
+        ]
+        .map(str::to_owned)
+        .into();
+        statements.extend(record_attempts_sql(Dialect::Sqlite));
+        statements
+            .iter()
+            .map(|sql| {
+                let stmt = self.conn.prepare_cached(sql).unwrap();
+                i64::from(stmt.get_status(rusqlite::StatementStatus::RePrepare))
+            })
+            .sum()
     }
 
     /// The WAL's length in frames (pages) after this connection's last commit.
@@ -126,7 +161,7 @@ impl IngestConnection {
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
         let data_version = tx
-            .prepare_cached("PRAGMA data_version")?
+            .prepare_cached(DATA_VERSION)?
             .query_row([], |r| r.get(0))?;
         self.calls.check(data_version);
         Ok(SqliteBatch {
@@ -216,18 +251,14 @@ impl SqliteBatch<'_> {
     /// The ids among `event_ids` accepted before, and the calls of these rooms that
     /// exist (from the cache where it has them).
     fn known(&mut self, event_ids: &[&str], room_sids: &[&str]) -> Result<Known, StoreError> {
-        let mut seen_before = self
-            .tx
-            .prepare_cached("SELECT 1 FROM inbound_events WHERE event_id = ?1")?;
+        let mut seen_before = self.tx.prepare_cached(SEEN)?;
         let mut known = Known::default();
         for id in event_ids {
             if !known.seen.contains(*id) && seen_before.exists([id])? {
                 known.seen.insert((*id).to_owned());
             }
         }
-        let mut call_of = self
-            .tx
-            .prepare_cached("SELECT state FROM calls WHERE room_sid = ?1")?;
+        let mut call_of = self.tx.prepare_cached(CALL_OF_ROOM)?;
         for room in room_sids {
             if let Some(state) = self.calls.take(room) {
                 known.calls.push(state);
@@ -243,12 +274,7 @@ impl SqliteBatch<'_> {
 
     /// Inserts call rows; the id SQLite assigned to each room.
     fn create_calls(&mut self, calls: &[NewCall<'_>]) -> Result<HashMap<String, i64>, StoreError> {
-        let mut insert = self.tx.prepare_cached(
-            "INSERT INTO calls (room_sid, room_name, workflow_id, workflow_slug, call_slug, phase,
-                                state, created_at, updated_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, 'waiting', '{}', ?6, ?6)
-             RETURNING id",
-        )?;
+        let mut insert = self.tx.prepare_cached(INSERT_CALL)?;
         let now = now_ms();
         let mut ids = HashMap::with_capacity(calls.len());
         for call in calls {
@@ -271,11 +297,7 @@ impl SqliteBatch<'_> {
 /// event ids, and the state (and phase) of each call it touched.
 impl SqliteBatch<'_> {
     fn enqueue_all(&mut self, deliveries: &[NewDelivery]) -> Result<(), StoreError> {
-        let mut insert = self.tx.prepare_cached(
-            "INSERT INTO outbox (webhook_id, call_id, seq, event_type, workflow_id, payload,
-                                 recording, next_attempt_at, created_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8)",
-        )?;
+        let mut insert = self.tx.prepare_cached(INSERT_DELIVERY)?;
         let now = now_ms();
         for d in deliveries {
             insert.execute(params![
@@ -295,10 +317,7 @@ impl SqliteBatch<'_> {
     }
 
     fn remember_events(&mut self, events: &[SeenEvent<'_>]) -> Result<(), StoreError> {
-        let mut insert = self.tx.prepare_cached(
-            "INSERT INTO inbound_events (event_id, event_type, room_sid, call_id, received_at)
-             VALUES (?1, ?2, ?3, ?4, ?5)",
-        )?;
+        let mut insert = self.tx.prepare_cached(INSERT_SEEN)?;
         let now = now_ms();
         for e in events {
             insert.execute(params![
@@ -313,9 +332,7 @@ impl SqliteBatch<'_> {
     }
 
     fn save_calls(&mut self, states: Vec<CallState>) -> Result<(), StoreError> {
-        let mut update = self.tx.prepare_cached(
-            "UPDATE calls SET state = ?1, phase = ?2, updated_at = ?3 WHERE id = ?4",
-        )?;
+        let mut update = self.tx.prepare_cached(SAVE_CALL)?;
         let now = now_ms();
         // One buffer, sized for a whole state, for all of them: growing a fresh one
         // from nothing took eight reallocations per state.
@@ -355,10 +372,8 @@ mod tests {
         assert_eq!(pragma("foreign_keys"), "Integer(1)");
         assert_eq!(pragma("wal_autocheckpoint"), "Integer(0)");
         assert_eq!(pragma("temp_store"), "Integer(2)");
-        let (temp_store,): (i64,) = sqlx::query_as("PRAGMA temp_store")
-            .fetch_one(store.sqlite())
-            .await
-            .unwrap();
+        let (temp_store,): (i64,) =
+            crate::store::fixtures::row(&store, "PRAGMA temp_store", &[]).await;
         assert_eq!(
             temp_store, 2,
             "the pool's statement journals are in memory too"

@@ -7,66 +7,19 @@
 //! delivery worker's outbox window reads (their `LIMIT $5`). The bridge's statements
 //! gain nothing from it (no partial indexes, no `LIKE`, no `ANALYZE`), so the pool's
 //! connections plan once per statement: `SQLITE_DBCONFIG_ENABLE_QPSG`, the query
-//! planner stability guarantee. The writer's connection needs no such setting: none of
-//! its statements binds a value SQLite plans by, and a test
+//! planner stability guarantee, set as each is opened (`pool.rs`). The writer's
+//! connection needs no such setting: none of its statements binds a value SQLite plans
+//! by, and a test
 //! (`writer::tests::the_writers_statements_are_compiled_once_not_at_every_batch`)
 //! counts that it stays so.
 
-use std::ffi::c_int;
-
-use rusqlite::ffi;
-
-/// Turns the guarantee on for a raw connection.
-///
-/// # Safety
-/// `db` must be an open connection, used by no other thread during the call.
-pub(super) unsafe fn install(db: *mut ffi::sqlite3) -> Result<(), c_int> {
-    // SAFETY: the caller's promise; the option takes an int and an optional out-pointer.
-    let rc = unsafe {
-        ffi::sqlite3_db_config(
-            db,
-            ffi::SQLITE_DBCONFIG_ENABLE_QPSG,
-            1 as c_int,
-            std::ptr::null_mut::<c_int>(),
-        )
-    };
-    if rc == ffi::SQLITE_OK {
-        Ok(())
-    } else {
-        Err(rc)
-    }
-}
-
-/// How many times the connection's prepared statements whose SQL contains `sql` were
-/// compiled again.
-///
-/// # Safety
-/// As [`install`].
-#[cfg(test)]
-pub(super) unsafe fn reprepares(db: *mut ffi::sqlite3, sql: &str) -> i64 {
-    let mut total = 0;
-    // SAFETY: the caller's promise; statements are only read, never finalized.
-    unsafe {
-        let mut stmt = ffi::sqlite3_next_stmt(db, std::ptr::null_mut());
-        while !stmt.is_null() {
-            let text = std::ffi::CStr::from_ptr(ffi::sqlite3_sql(stmt)).to_string_lossy();
-            if text.contains(sql) {
-                total += i64::from(ffi::sqlite3_stmt_status(
-                    stmt,
-                    ffi::SQLITE_STMTSTATUS_REPREPARE,
-                    0,
-                ));
-            }
-            stmt = ffi::sqlite3_next_stmt(db, stmt);
-        }
-    }
-    total
-}
-
 #[cfg(test)]
 mod tests {
-    use super::*;
-    use crate::store::test_sqlite_store;
+    use crate::store::{
+        outbox::{DUE, ROW},
+        sql::numbered,
+        test_sqlite_store,
+    };
 
     #[tokio::test]
     async fn the_outbox_window_read_is_compiled_once_not_at_every_read() {
@@ -78,18 +31,16 @@ mod tests {
                 .await
                 .unwrap();
         }
-        // Every connection the pool has opened, held at once so each is seen. (Those
-        // that ran the migrations compiled theirs again as the schema changed.)
-        let mut held = Vec::new();
-        let mut total = 0;
-        for _ in 0..store.sqlite().size() {
-            let mut conn = store.sqlite().acquire().await.unwrap();
-            let mut handle = conn.lock_handle().await.unwrap();
-            // SAFETY: the handle is open, and locked for this task alone.
-            total += unsafe { reprepares(handle.as_raw_handle().as_ptr(), "FROM outbox o") };
-            drop(handle);
-            held.push(conn);
-        }
+        // The reads ran one after another, so on the connection the pool lends first.
+        let sql = numbered(&format!("SELECT {ROW} {DUE}"));
+        let total = store
+            .sqlite()
+            .run(move |c| {
+                let stmt = c.prepare_cached(&sql)?;
+                Ok(stmt.get_status(rusqlite::StatementStatus::RePrepare))
+            })
+            .await
+            .unwrap();
         assert_eq!(total, 0, "the read was compiled again after a new bind");
     }
 }

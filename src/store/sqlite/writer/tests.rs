@@ -38,15 +38,15 @@ fn commit(w: &Writer, conn: &mut IngestConnection, bodies: &[serde_json::Value])
 
 /// Everything the writer stores, minus what is random or a clock reading.
 async fn dump(store: &Store) -> Vec<String> {
-    let rows: Vec<(String,)> = sqlx::query_as(
+    let rows: Vec<(String,)> = crate::store::fixtures::rows(
+        store,
         "SELECT json_array(event_id, event_type, room_sid, call_id) FROM inbound_events
          UNION ALL SELECT json_array(id, room_sid, call_slug, phase, state) FROM calls
          UNION ALL SELECT json_array(call_id, seq, event_type, workflow_id, payload, recording)
                    FROM (SELECT * FROM outbox ORDER BY id)",
+        &[],
     )
-    .fetch_all(store.sqlite())
-    .await
-    .unwrap();
+    .await;
     rows.into_iter().map(|(r,)| r).collect()
 }
 
@@ -134,10 +134,9 @@ async fn a_batch_does_what_its_events_do_one_by_one() {
     );
     let again = commit(&wb, &mut cb, &sample::events());
     assert!(again.iter().all(|a| *a == Duplicate));
-    let kinds: Vec<(String,)> = sqlx::query_as("SELECT event_type FROM outbox ORDER BY id")
-        .fetch_all(batched.sqlite())
-        .await
-        .unwrap();
+    let kinds: Vec<(String,)> =
+        crate::store::fixtures::rows(&batched, "SELECT event_type FROM outbox ORDER BY id", &[])
+            .await;
     assert_eq!(kinds, [("call_started".into(),), ("call_ended".into(),)]);
 }
 
@@ -172,24 +171,25 @@ async fn the_writer_keeps_the_calls_it_committed_until_another_connection_commit
 
     // Someone else's commit (here: an edit of RM_3's state through the pool): the
     // writer's next batch reads RM_3 from the file.
-    sqlx::query(
+    crate::store::fixtures::execute(
+        &cached,
         "UPDATE calls SET state = json_set(state, '$.room_metadata', 'edited')
          WHERE room_sid = 'RM_3'",
+        &[],
     )
-    .execute(cached.sqlite())
-    .await
-    .unwrap();
+    .await;
     let reads = conn.cached_reads();
     let joined = json!({"id": "EV_9", "event": "participant_joined",
         "room": {"sid": "RM_3", "name": "VK_def_2"}, "createdAt": "1761234571",
         "participant": {"sid": "PA_x", "identity": "x", "kind": "STANDARD"}});
     commit(&w, &mut conn, &[joined]);
     assert_eq!(conn.cached_reads(), reads, "nothing came from memory");
-    let (metadata,): (String,) =
-        sqlx::query_as("SELECT state->>'$.room_metadata' FROM calls WHERE room_sid = 'RM_3'")
-            .fetch_one(cached.sqlite())
-            .await
-            .unwrap();
+    let (metadata,): (String,) = crate::store::fixtures::row(
+        &cached,
+        "SELECT state->>'$.room_metadata' FROM calls WHERE room_sid = 'RM_3'",
+        &[],
+    )
+    .await;
     assert_eq!(
         metadata, "edited",
         "the batch applied its event to the file's state"
@@ -223,11 +223,12 @@ async fn the_writer_keeps_the_calls_it_committed_until_another_connection_commit
         "egressInfo": {"egressId": "EG_1", "roomId": "RM_3", "status": "EGRESS_ACTIVE"}});
     commit(&w, &mut conn, &[again, egress]);
     assert_eq!(conn.cached_reads(), reads, "the failed batch left nothing");
-    let (present,): (String,) =
-        sqlx::query_as("SELECT state->>'$.present' FROM calls WHERE room_sid = 'RM_3'")
-            .fetch_one(cached.sqlite())
-            .await
-            .unwrap();
+    let (present,): (String,) = crate::store::fixtures::row(
+        &cached,
+        "SELECT state->>'$.present' FROM calls WHERE room_sid = 'RM_3'",
+        &[],
+    )
+    .await;
     assert_eq!(present, r#"["PA_x"]"#, "PA_x's leaving was rolled back");
 }
 
@@ -238,11 +239,12 @@ async fn call_started(store: &Store, writer: &crate::store::Writer) -> i64 {
     for body in [&all[0], &all[2], &all[3]] {
         writer.accept(sample::incoming(body)).await.unwrap();
     }
-    let (outbox_id,): (i64,) =
-        sqlx::query_as("SELECT id FROM outbox WHERE event_type = 'call_started'")
-            .fetch_one(store.sqlite())
-            .await
-            .unwrap();
+    let (outbox_id,): (i64,) = crate::store::fixtures::row(
+        store,
+        "SELECT id FROM outbox WHERE event_type = 'call_started'",
+        &[],
+    )
+    .await;
     outbox_id
 }
 
@@ -254,11 +256,12 @@ async fn the_writer_records_delivery_outcomes_and_stores_published_bodies() {
         .unwrap();
     let outbox_id = call_started(&store, &writer).await;
     // As a `call_finalized` row holds its recording until the URL is published.
-    sqlx::query("UPDATE outbox SET recording = '{}' WHERE id = $1")
-        .bind(outbox_id)
-        .execute(store.sqlite())
-        .await
-        .unwrap();
+    crate::store::fixtures::execute(
+        &store,
+        "UPDATE outbox SET recording = '{}' WHERE id = $1",
+        &[outbox_id.into()],
+    )
+    .await;
     let published = r#"{"event":"call_finalized","recording_url":"https://r.example/a"}"#;
     writer
         .publish(outbox_id, published.to_string())
@@ -277,15 +280,14 @@ async fn the_writer_records_delivery_outcomes_and_stores_published_bodies() {
         .record(attempt, AttemptOutcome::Delivered)
         .await
         .unwrap();
-    let row: (String, Option<String>, String, i64) = sqlx::query_as(
+    let row: (String, Option<String>, String, i64) = crate::store::fixtures::row(
+        &store,
         "SELECT payload, recording, status,
                 (SELECT count(*) FROM delivery_attempts WHERE outbox_id = o.id)
          FROM outbox o WHERE id = $1",
+        &[outbox_id.into()],
     )
-    .bind(outbox_id)
-    .fetch_one(store.sqlite())
-    .await
-    .unwrap();
+    .await;
     assert_eq!(row, (published.to_string(), None, "delivered".into(), 1));
     drop(writer);
     task.await.unwrap();
@@ -307,11 +309,12 @@ async fn a_published_body_is_answered_only_after_the_writers_wal_sync() {
             Ok(Accepted::Applied { .. })
         ));
     }
-    let (outbox_id,): (i64,) =
-        sqlx::query_as("SELECT id FROM outbox WHERE event_type = 'call_started'")
-            .fetch_one(store.sqlite())
-            .await
-            .unwrap();
+    let (outbox_id,): (i64,) = crate::store::fixtures::row(
+        &store,
+        "SELECT id FROM outbox WHERE event_type = 'call_started'",
+        &[],
+    )
+    .await;
     let before = syncs.load(Ordering::SeqCst);
 
     let published = r#"{"event":"call_finalized","recording_url":"https://r.example/b"}"#;
@@ -327,11 +330,12 @@ async fn a_published_body_is_answered_only_after_the_writers_wal_sync() {
         stored.try_recv().is_err(),
         "answered before its sync returned"
     );
-    let (payload,): (String,) = sqlx::query_as("SELECT payload FROM outbox WHERE id = $1")
-        .bind(outbox_id)
-        .fetch_one(store.sqlite())
-        .await
-        .unwrap();
+    let (payload,): (String,) = crate::store::fixtures::row(
+        &store,
+        "SELECT payload FROM outbox WHERE id = $1",
+        &[outbox_id.into()],
+    )
+    .await;
     assert_eq!(payload, published, "the sync held covers the body's commit");
     release.send(()).unwrap();
     stored.await.unwrap().unwrap();
@@ -365,10 +369,14 @@ async fn webhooks_are_answered_and_delivered_only_after_the_wal_sync() {
     }
     // The writer commits all three while the first sync is still held.
     let committed = || async {
-        sqlx::query_as::<_, (i64,)>("SELECT id FROM outbox WHERE event_type = 'call_started'")
-            .fetch_optional(store.sqlite())
-            .await
-            .unwrap()
+        crate::store::fixtures::rows::<(i64,)>(
+            &store,
+            "SELECT id FROM outbox WHERE event_type = 'call_started'",
+            &[],
+        )
+        .await
+        .into_iter()
+        .next()
     };
     let deadline = Instant::now() + std::time::Duration::from_secs(10);
     let (outbox_id,) = loop {
@@ -427,10 +435,8 @@ async fn after_a_failed_wal_sync_the_writer_takes_nothing_more() {
     let later = send_event(&handle, &all[2]).await;
     let later = later.await.unwrap().unwrap_err();
     assert!(matches!(*later, StoreError::WalSyncFailed), "{later}");
-    let (events_stored,): (i64,) = sqlx::query_as("SELECT count(*) FROM inbound_events")
-        .fetch_one(store.sqlite())
-        .await
-        .unwrap();
+    let (events_stored,): (i64,) =
+        crate::store::fixtures::row(&store, "SELECT count(*) FROM inbound_events", &[]).await;
     assert_eq!(
         events_stored, 1,
         "the event after the failed sync was not written"
