@@ -29,5 +29,7 @@ trap drop_test_databases EXIT
 
 echo "== test suite on SQLite"
 cargo test --locked --all-targets "$@"
+# --all-targets leaves the doc tests out; they touch no store, so one pass runs them.
+cargo test --locked --doc
 echo "== test suite on PostgreSQL"
 VOICEKIT_TEST_STORE=postgres cargo test --locked --all-targets "$@"
