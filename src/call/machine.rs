@@ -441,17 +441,7 @@ mod tests {
     use crate::call::voicekit::EventKind;
     use serde_json::json;
 
-    fn workflow() -> Workflow {
-        Workflow {
-            id: 456,
-            slug: "customer-support".into(),
-            organization_id: 789,
-            events_webhook_url: "http://127.0.0.1:1/".into(),
-            call_started_hook: None,
-            room_pattern: None,
-            signing_keys: vec![],
-        }
-    }
+    use crate::call::workflow::sample_workflow as workflow;
 
     const ROOM: &str = "RM_kfWfYGzHvVYy";
     const START_MS: i64 = 1_761_234_567_123;

@@ -6,23 +6,12 @@ use proptest::prelude::*;
 use serde_json::{Value, json};
 
 use super::{invariants, machine::CallState};
-use crate::{
-    config::Workflow,
-    livekit::{event::WebhookEvent, time::sane_ms},
-};
+use crate::livekit::{event::WebhookEvent, time::sane_ms};
 
 const ROOM: &str = "RM_kfWfYGzHvVYy";
 
 fn call() -> CallState {
-    let workflow = Workflow {
-        id: 456,
-        slug: "customer-support".into(),
-        organization_id: 789,
-        events_webhook_url: "http://127.0.0.1:1/".into(),
-        call_started_hook: None,
-        room_pattern: None,
-        signing_keys: vec![],
-    };
+    let workflow = crate::call::workflow::sample_workflow();
     CallState::new(
         1,
         "abc12345".into(),

@@ -8,7 +8,7 @@ use super::{
     machine::{CallState, Emitted, Phase},
     voicekit::{EventKind, VoiceKitEvent},
 };
-use crate::{config::Workflow, livekit::event::WebhookEvent};
+use crate::livekit::event::WebhookEvent;
 
 const ROOM: &str = "RM_kfWfYGzHvVYy";
 const NAME: &str = "VOICEKIT_workflow_abc12345_8453";
@@ -16,15 +16,7 @@ const CREATED_S: i64 = 1_761_234_567;
 const PHONE: &str = "+15551230001";
 
 fn call() -> CallState {
-    let workflow = Workflow {
-        id: 456,
-        slug: "customer-support".into(),
-        organization_id: 789,
-        events_webhook_url: "http://127.0.0.1:1/".into(),
-        call_started_hook: None,
-        room_pattern: None,
-        signing_keys: vec![],
-    };
+    let workflow = crate::call::workflow::sample_workflow();
     CallState::new(1, "abc12345".into(), &workflow, ROOM, NAME)
 }
 
