@@ -155,6 +155,14 @@ enum DeliveryError {
     Write(#[from] WriteError),
 }
 
+/// What a failed attempt tells the retry policy: its reason for the log, the status
+/// the endpoint answered (if it answered) and when it asked to be tried again.
+struct Answer<'a> {
+    why: &'a str,
+    status: Option<u16>,
+    retry_after: Option<Duration>,
+}
+
 /// Why one attempt did not get a 2xx.
 enum Failure {
     /// The endpoint answered; `retry_after` from 429/503.
@@ -579,11 +587,11 @@ impl Inner {
             Err(failure) => {
                 let reached_endpoint =
                     matches!(failure, Failure::Status { .. } | Failure::Network(_));
-                let (why, retry_after) = match &failure {
+                let (why, status, retry_after) = match &failure {
                     Failure::Status {
                         code, retry_after, ..
-                    } => (format!("HTTP {code}"), *retry_after),
-                    Failure::Network(e) | Failure::NotSent(e) => (e.clone(), None),
+                    } => (format!("HTTP {code}"), Some(*code), *retry_after),
+                    Failure::Network(e) | Failure::NotSent(e) => (e.clone(), None, None),
                 };
                 match failure {
                     Failure::Status { code, body, .. } => {
@@ -595,7 +603,12 @@ impl Inner {
                 if reached_endpoint {
                     self.endpoint_failed(&endpoint);
                 }
-                self.failure_outcome(&row, &endpoint, &why, failures, retry_after, is_hook)
+                let answer = Answer {
+                    why: &why,
+                    status,
+                    retry_after,
+                };
+                self.failure_outcome(&row, &endpoint, answer, failures, is_hook)
                     .await?
             }
         };
@@ -661,18 +674,22 @@ impl Inner {
         &self,
         row: &OutboxRow,
         endpoint: &str,
-        why: &str,
+        answer: Answer<'_>,
         failures: usize,
-        retry_after: Option<Duration>,
         is_hook: bool,
     ) -> Result<AttemptOutcome, StoreError> {
+        let Answer {
+            why,
+            status,
+            retry_after,
+        } = answer;
         if is_hook {
             // Runtime data only helps while the call is starting: one try, then the
             // call goes on without it (its events never wait for the hook).
             tracing::warn!(call_id = row.call_id, endpoint, error = %why, "call_started_hook failed; the call continues without runtime data");
             return Ok(AttemptOutcome::Dead);
         }
-        if why == "HTTP 410" {
+        if status == Some(410) {
             // The customer says the URL is gone: disable it, for every bridge and across
             // restarts, and hold this event and the endpoint's others (pending, not
             // sent) until an operator enables it again.
