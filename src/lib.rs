@@ -256,8 +256,13 @@ pub async fn run_with(config: Config, options: RunOptions) -> anyhow::Result<()>
         _ = stopping.wait() => None,
         served = &mut server => Some(served),
         ended = essential::first_to_end(&mut essentials) => {
-            tracing::error!(task = ended.task, how = %ended.how, "an essential task ended; exiting so the service manager restarts the bridge");
-            return Err(ended.into());
+            // A task that ends as asked may wake this select before the stop signal
+            // does: only the flag tells a graceful end from a failure.
+            if !shutdown.is_shutdown() {
+                tracing::error!(task = ended.task, how = %ended.how, "an essential task ended; exiting so the service manager restarts the bridge");
+                return Err(ended.into());
+            }
+            None
         }
     };
     // The server may finish in the same wake-up as the stop signal: only the flag tells
@@ -276,9 +281,12 @@ pub async fn run_with(config: Config, options: RunOptions) -> anyhow::Result<()>
         };
         // The router, the repairs and the worker hold the last writer handles: once they
         // are gone, the writer drains and stops.
-        let _ = repairs.await;
-        let _ = delivery.await;
-        let _ = writer.await;
+        // A task the watch above saw end has given up its result already.
+        for task in [repairs, delivery, writer] {
+            if !task.is_finished() {
+                let _ = task.await;
+            }
+        }
         served
     })
     .await;
