@@ -8,20 +8,12 @@
 use libfuzzer_sys::fuzz_target;
 use voicekit_bridge::{
     call::{CallState, invariants},
-    config::Workflow,
     livekit::event::WebhookEvent,
+    testkit::workflow::sample_workflow,
 };
 
 fuzz_target!(|data: &[u8]| {
-    let workflow = Workflow {
-        id: 456,
-        slug: "customer-support".into(),
-        organization_id: 789,
-        events_webhook_url: "http://127.0.0.1:1/".into(),
-        call_started_hook: None,
-        room_pattern: None,
-        signing_keys: vec![],
-    };
+    let workflow = sample_workflow();
     let mut state = CallState::new(
         1,
         "abc12345".into(),

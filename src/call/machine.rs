@@ -181,6 +181,18 @@ impl CallState {
     /// [`crate::livekit::time`]), else from the other times LiveKit gave, else from
     /// when the event was received: every timestamp emitted lies in the sane window, and
     /// a call never ends before it started.
+    /// Applies events in order: the final state and everything emitted on the way.
+    #[cfg(test)]
+    pub(crate) fn apply_all(self, events: &[WebhookEvent]) -> (CallState, Vec<Emitted>) {
+        events
+            .iter()
+            .fold((self, Vec::new()), |(state, mut out), event| {
+                let t = state.apply(event);
+                out.extend(t.emitted);
+                (t.state, out)
+            })
+    }
+
     pub fn apply(mut self, event: &WebhookEvent) -> Transition {
         let mut emitted = Vec::new();
         let at_ms = event.created_at_ms().or(event.received_at_ms());
@@ -441,7 +453,7 @@ mod tests {
     use crate::call::voicekit::EventKind;
     use serde_json::json;
 
-    use crate::call::workflow::sample_workflow as workflow;
+    use crate::testkit::workflow::sample_workflow as workflow;
 
     const ROOM: &str = "RM_kfWfYGzHvVYy";
     const START_MS: i64 = 1_761_234_567_123;
@@ -508,14 +520,7 @@ mod tests {
 
     /// Applies events in order, collecting everything emitted.
     fn run(events: &[WebhookEvent]) -> (CallState, Vec<Emitted>) {
-        let mut state = call();
-        let mut out = Vec::new();
-        for e in events {
-            let t = state.apply(e);
-            state = t.state;
-            out.extend(t.emitted);
-        }
-        (state, out)
+        call().apply_all(events)
     }
 
     fn kinds(out: &[Emitted]) -> Vec<EventKind> {

@@ -11,7 +11,7 @@ use crate::livekit::{event::WebhookEvent, time::sane_ms};
 const ROOM: &str = "RM_kfWfYGzHvVYy";
 
 fn call() -> CallState {
-    let workflow = crate::call::workflow::sample_workflow();
+    let workflow = crate::testkit::workflow::sample_workflow();
     CallState::new(
         1,
         "abc12345".into(),

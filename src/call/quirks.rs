@@ -16,7 +16,7 @@ const CREATED_S: i64 = 1_761_234_567;
 const PHONE: &str = "+15551230001";
 
 fn call() -> CallState {
-    let workflow = crate::call::workflow::sample_workflow();
+    let workflow = crate::testkit::workflow::sample_workflow();
     CallState::new(1, "abc12345".into(), &workflow, ROOM, NAME)
 }
 
@@ -65,13 +65,7 @@ fn egress_ended(at_s: i64, info: Value) -> WebhookEvent {
 /// Applies the events in order; the final state and everything emitted, which must
 /// keep the machine's invariants.
 fn run(events: &[WebhookEvent]) -> (CallState, Vec<Emitted>) {
-    let mut state = call();
-    let mut out = Vec::new();
-    for e in events {
-        let t = state.apply(e);
-        state = t.state;
-        out.extend(t.emitted);
-    }
+    let (state, out) = call().apply_all(events);
     invariants::check(&out).unwrap();
     (state, out)
 }

@@ -85,20 +85,6 @@ fn parse_metadata(metadata: &str) -> Option<serde_json::Map<String, Value>> {
     }
 }
 
-/// The workflow the domain's unit tests map their calls to.
-#[cfg(test)]
-pub(crate) fn sample_workflow() -> Workflow {
-    Workflow {
-        id: 456,
-        slug: "customer-support".into(),
-        organization_id: 789,
-        events_webhook_url: "http://127.0.0.1:1/".into(),
-        call_started_hook: None,
-        room_pattern: None,
-        signing_keys: vec![],
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

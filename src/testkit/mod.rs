@@ -29,3 +29,4 @@ pub mod call;
 pub mod protojson;
 pub mod token;
 pub mod webhook;
+pub mod workflow;
