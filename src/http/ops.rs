@@ -30,8 +30,8 @@ const STORE_CHECK: Duration = Duration::from_secs(2);
 /// Why the daemon cannot take webhooks now.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NotReady {
-    /// A stable code: `shutting_down`, `store_write_failed`, `store_unreachable`, `store_slow`,
-    /// `migrations_pending`, `migrations_unreadable`.
+    /// A stable code: `shutting_down`, `store_write_failed`, `store_disk_full`,
+    /// `store_unreachable`, `store_slow`, `migrations_pending`, `migrations_unreadable`.
     pub reason: &'static str,
     /// What an operator reads; never the store's own error text.
     pub detail: String,
@@ -62,6 +62,15 @@ pub async fn readiness(store: &Store, shutdown: &Shutdown) -> Result<(), NotRead
                 "the store refused the latest write (the daemon's log says why)",
             ));
         }
+    }
+    // Small commits may still fit on a nearly full disk while a burst's do not: not
+    // ready until there is room, rather than flipping with each write's luck.
+    if let Err(e) = store.check_headroom() {
+        tracing::debug!(error = %e, "readiness: the store's disk is nearly full");
+        return Err(not_ready(
+            "store_disk_full",
+            "the disk under the store is nearly full (less than 1 MiB free)",
+        ));
     }
     let slow = || {
         not_ready(

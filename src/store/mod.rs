@@ -75,6 +75,14 @@ pub enum StoreError {
     WalSyncFailed,
     #[error("the store is closed")]
     Closed,
+    #[error(
+        "only {free} bytes free under {dir}; the store waits for {needed} before it is ready again"
+    )]
+    LowDisk {
+        dir: std::path::PathBuf,
+        free: u64,
+        needed: u64,
+    },
 }
 
 /// How long a starting bridge waits for its instance name to be given up: the session
@@ -158,13 +166,26 @@ impl Store {
         &self.health
     }
 
+    /// Whether the disk under a SQLite store has room for more than a small write. Always
+    /// on PostgreSQL, whose disk is its server's.
+    pub fn check_headroom(&self) -> Result<(), StoreError> {
+        match &self.backend {
+            Backend::Sqlite(db) => db.check_headroom(),
+            Backend::Postgres(_) => Ok(()),
+        }
+    }
+
     /// A small write of its own, to learn whether the store takes writes again while
-    /// nothing else writes; reports to [`Store::health`].
+    /// nothing else writes; reports to [`Store::health`]. On SQLite it also needs some
+    /// free space on the disk (`sqlite/headroom.rs`).
     pub async fn probe_write(&self) -> Result<(), StoreError> {
         let sql = "INSERT INTO store_probe (id, at) VALUES (1, $1)
                    ON CONFLICT (id) DO UPDATE SET at = excluded.at";
         let result = match &self.backend {
-            Backend::Sqlite(db) => db.pool.execute(sql, sqlite::args![now_ms()]).await,
+            Backend::Sqlite(db) => match db.check_headroom() {
+                Ok(()) => db.pool.execute(sql, sqlite::args![now_ms()]).await,
+                Err(e) => Err(e),
+            },
             Backend::Postgres(db) => sqlx::query(sql)
                 .bind(now_ms())
                 .execute(&db.pool)

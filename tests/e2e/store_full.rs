@@ -1,5 +1,6 @@
 //! The disk under the SQLite store fills while a delivery is in flight. Webhooks that
-//! cannot be committed get 503 and `/readyz` says not ready within seconds; the
+//! cannot be committed get 503 and `/readyz` says not ready within seconds, and stays
+//! so while the disk is full; the
 //! delivery whose outcome cannot be recorded is not sent again in a loop; a metric
 //! counts the failed writes. When space comes back, without a restart, LiveKit's
 //! retries are accepted, readiness returns, and everything accepted is delivered.
@@ -171,9 +172,12 @@ async fn a_full_disk_refuses_webhooks_turns_readyz_and_delivers_everything_once_
             most <= MOST_COPIES,
             "a webhook-id sent {most} times while the disk is full"
         );
+        assert_eq!(
+            status(&daemon, "/readyz").await,
+            503,
+            "ready again while the disk is still full"
+        );
     }
-    // (Readiness follows the latest write, a probe's included: a write small enough to
-    // fit the space a failed commit left may make it ready again here.)
 
     // Space comes back: LiveKit's retry is accepted, readiness returns.
     std::fs::remove_file(&filler).unwrap();

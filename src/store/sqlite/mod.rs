@@ -10,6 +10,7 @@ mod busy;
 mod call_cache;
 mod checkpoint;
 mod connection;
+mod headroom;
 pub(super) mod migrate;
 mod plans;
 mod pool;
@@ -39,6 +40,11 @@ pub(crate) struct Db {
 }
 
 impl Db {
+    /// Whether the disk under the file has room for more than a probe write.
+    pub(super) fn check_headroom(&self) -> Result<(), StoreError> {
+        headroom::check(&self.file)
+    }
+
     /// Outbox rows at or above this id may not be durable yet: delivery must not read
     /// them (`wal_sync.rs`).
     pub(super) fn visible_below(&self) -> i64 {
