@@ -27,9 +27,10 @@ drop_test_databases() {
 drop_test_databases
 trap drop_test_databases EXIT
 
+# `failpoints` compiles in the fail points the supervision tests arm.
 echo "== test suite on SQLite"
-cargo test --locked --all-targets "$@"
+cargo test --locked --all-targets --features failpoints "$@"
 # --all-targets leaves the doc tests out; they touch no store, so one pass runs them.
 cargo test --locked --doc
 echo "== test suite on PostgreSQL"
-VOICEKIT_TEST_STORE=postgres cargo test --locked --all-targets "$@"
+VOICEKIT_TEST_STORE=postgres cargo test --locked --all-targets --features failpoints "$@"

@@ -234,6 +234,9 @@ where
 }
 
 fn main() -> ExitCode {
+    // Only with the `failpoints` feature: arms the fail points `FAILPOINTS` names.
+    #[cfg(feature = "failpoints")]
+    let _fail_points = fail::FailScenario::setup();
     let cli = Cli::parse();
     match cli.command {
         Command::CheckConfig(arg) => match load(&arg) {

@@ -383,6 +383,7 @@ impl Inner {
             }
             let mut kept = VecDeque::with_capacity(window.rows.len());
             for row in window.rows.drain(..) {
+                fail::fail_point!("delivery-row");
                 if chosen.len() >= room {
                     kept.push_back(row);
                     continue;

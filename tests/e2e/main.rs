@@ -12,6 +12,8 @@ mod cli;
 mod crash;
 mod delivery_policy;
 mod endpoint_gone;
+#[cfg(feature = "failpoints")]
+mod essential_tasks;
 mod harness_smoke;
 mod hostile_clients;
 mod ingest_rejects;

@@ -128,6 +128,7 @@ impl Writer {
             if received == 0 {
                 break;
             }
+            fail::fail_point!("store-writer-batch");
             let (batch, replies) = writer::unzip(std::mem::take(&mut jobs));
             // Begun here, in queue order (see BATCHES_IN_FLIGHT); the rest runs beside
             // the next batches.

@@ -159,6 +159,7 @@ impl Writer {
         };
         let mut jobs = Vec::with_capacity(MAX_BATCH);
         while let Some(first) = rx.blocking_recv() {
+            fail::fail_point!("store-writer-batch");
             jobs.push(first);
             while jobs.len() < MAX_BATCH {
                 match rx.try_recv() {

@@ -19,6 +19,7 @@ use tokio::process::{Child, Command};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+use super::config::{API_KEY, API_SECRET};
 use super::poll;
 use super::signer;
 
@@ -257,6 +258,14 @@ impl Daemon {
         self.post_webhook(body, Some(&token)).await
     }
 
+    /// What posts signed webhooks to this daemon from other tasks.
+    pub fn poster(&self) -> WebhookPoster {
+        WebhookPoster {
+            http: self.http.clone(),
+            url: self.webhook_url(),
+        }
+    }
+
     /// GETs `path`; returns status and body.
     pub async fn get(&self, path: &str) -> (u16, String) {
         self.answer(self.http.get(self.url(path))).await
@@ -302,6 +311,21 @@ impl Daemon {
         let _ = self.child.kill().await;
     }
 
+    /// Waits up to `timeout` for the process to exit by itself; panics (and kills) if it
+    /// is still running then.
+    pub async fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+        match tokio::time::timeout(timeout, self.child.wait()).await {
+            Ok(status) => status.expect("wait for daemon"),
+            Err(_) => {
+                let _ = self.child.kill().await;
+                panic!(
+                    "voicekit-bridge still running {timeout:?} later\n--- stderr ---\n{}",
+                    self.stderr_text()
+                );
+            }
+        }
+    }
+
     /// SIGTERM (graceful shutdown), then waits up to `timeout` for the exit status;
     /// panics (and kills) if the process is still running then.
     pub async fn terminate(&mut self, timeout: Duration) -> ExitStatus {
@@ -322,6 +346,28 @@ impl Daemon {
                 );
             }
         }
+    }
+}
+
+/// Posts webhooks to one daemon from any task: cloneable, owns what it needs.
+#[derive(Clone)]
+pub struct WebhookPoster {
+    http: reqwest::Client,
+    url: String,
+}
+
+impl WebhookPoster {
+    /// Posts `body` signed with the test config's key as LiveKit does; the answer, or
+    /// the transport's error (a daemon that died or was killed meanwhile).
+    pub async fn post_signed(&self, body: String) -> reqwest::Result<reqwest::Response> {
+        let token = signer::sign(API_KEY, API_SECRET, body.as_bytes());
+        self.http
+            .post(&self.url)
+            .header(CONTENT_TYPE, "application/webhook+json")
+            .header(AUTHORIZATION, token)
+            .body(body)
+            .send()
+            .await
     }
 }
 
