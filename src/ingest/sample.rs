@@ -5,8 +5,12 @@ use std::sync::Arc;
 
 use serde_json::json;
 
-use super::Incoming;
-use crate::{call::Workflow, config::SharedWorkflows, livekit::event::WebhookEvent};
+use super::{Accepted, CreatedCall, Incoming};
+use crate::{
+    call::{EventKind, Workflow},
+    config::SharedWorkflows,
+    livekit::event::WebhookEvent,
+};
 
 /// Workflow 456, `support`: rooms named `VK_<slug>_<n>`.
 pub(crate) fn workflow() -> Workflow {
@@ -92,5 +96,35 @@ pub(crate) fn events() -> Vec<serde_json::Value> {
             &r1,
             json!({"participant": agent}),
         ),
+    ]
+}
+
+/// What [`events`] come to, in order, committed together or one by one.
+pub(crate) fn events_accepted() -> Vec<Accepted> {
+    let applied = |emitted: &[EventKind]| Accepted::Applied {
+        call_id: 1,
+        emitted: emitted.to_vec(),
+        new_call: None,
+    };
+    let created = |call_id, room_name: &str, room_sid: &str| Accepted::Applied {
+        call_id,
+        emitted: vec![],
+        new_call: Some(Box::new(CreatedCall {
+            room_name: room_name.into(),
+            room_sid: room_sid.into(),
+            workflow: "support".into(),
+        })),
+    };
+    vec![
+        created(1, "VK_abc_1", "RM_1"),
+        Accepted::Duplicate,
+        applied(&[]),
+        applied(&[EventKind::CallStarted]),
+        Accepted::Ignored("room maps to no workflow"),
+        Accepted::Ignored("event type does not concern calls"),
+        created(2, "VK_def_2", "RM_3"),
+        applied(&[]),
+        applied(&[EventKind::CallEnded]),
+        Accepted::Duplicate,
     ]
 }

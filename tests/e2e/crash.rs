@@ -16,41 +16,25 @@ use time::{OffsetDateTime, format_description::well_known::Rfc3339};
 use tokio::sync::{Notify, Semaphore};
 
 use support::config::{API_KEY, API_SECRET};
-use support::lk::{self, Participant, Room};
+use support::lk;
 use support::operator::api_get;
 use support::poll::BURST_SETTLED;
+use support::timeline::Timeline;
 use support::{Daemon, Received, Receiver, Reply, TestConfig, poll, signer};
 
-/// LiveKit's clock for call `i`: each call 60 s after the previous one, so every
-/// VoiceKit timestamp below names exactly one call and event.
-const BASE_MS: i64 = 1_761_300_000_000;
-
-fn created_ms(i: usize) -> i64 {
-    BASE_MS + i as i64 * 60_000
-}
-
-fn agent_joined_ms(i: usize) -> i64 {
-    created_ms(i) + 1_500
-}
-
-fn finished_s(i: usize) -> i64 {
-    (created_ms(i) + 30_000) / 1000
-}
-
-fn room(i: usize, tag: &str) -> Room {
-    Room::new(
-        &format!("RM_{tag}{i:03}"),
-        &format!("VOICEKIT_workflow_{tag}{i:03}_{i}"),
-        created_ms(i),
-    )
-}
+/// Each VoiceKit timestamp below names exactly one call and event.
+const TIMELINE: Timeline = Timeline::new(1_761_300_000_000);
 
 /// Call `i`'s webhooks: the agent joins (call_started), the room finishes (call_ended).
 fn call_webhooks(i: usize, tag: &str) -> [String; 2] {
-    let agent = Participant::agent(&format!("PA_agent{i}"), "agent", agent_joined_ms(i));
+    let room = TIMELINE.room(tag, i);
     [
-        lk::participant_joined(&room(i, tag), &agent, agent_joined_ms(i) / 1000),
-        lk::room_finished(&room(i, tag), finished_s(i)),
+        lk::participant_joined(
+            &room,
+            &TIMELINE.agent(i),
+            TIMELINE.agent_joined_ms(i) / 1000,
+        ),
+        lk::room_finished(&room, TIMELINE.finished_s(i)),
     ]
 }
 
@@ -75,9 +59,9 @@ fn identify(body: &Value, calls: usize) -> Option<Identified> {
     let at_ms = (at.unix_timestamp_nanos() / 1_000_000) as i64;
     (0..calls).find_map(|call| {
         let (kind, by_agent) = match (body["event"].as_str()?, at_ms) {
-            ("call_started", t) if t == agent_joined_ms(call) => (Kind::Started, true),
-            ("call_started", t) if t == created_ms(call) => (Kind::Started, false),
-            ("call_ended", t) if t == finished_s(call) * 1000 => (Kind::Ended, false),
+            ("call_started", t) if t == TIMELINE.agent_joined_ms(call) => (Kind::Started, true),
+            ("call_started", t) if t == TIMELINE.created_ms(call) => (Kind::Started, false),
+            ("call_ended", t) if t == TIMELINE.finished_s(call) * 1000 => (Kind::Ended, false),
             _ => return None,
         };
         Some(Identified {

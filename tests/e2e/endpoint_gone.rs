@@ -173,14 +173,21 @@ async fn an_endpoint_that_answered_410_holds_its_events_across_a_restart_until_e
     assert_eq!(status, 404, "{body}");
 }
 
-#[tokio::test]
-async fn deliveries_retry_enables_the_disabled_endpoint_of_that_delivery() {
+/// A daemon whose endpoint answered call 1's `call_started` with 410 and is now
+/// disabled; the receiver has that request taken, and its URL.
+async fn disabled_by_a_410() -> (Daemon, Receiver, String) {
     let mut receiver = Receiver::start_with(vec![410]).await;
     let url = receiver.url("/hooks/voicekit");
     let daemon = Daemon::start(&config(&url).toml()).await;
     call(&daemon, 1).await;
     receiver.next(WAIT).await;
     wait_disabled(&daemon, &url).await;
+    (daemon, receiver, url)
+}
+
+#[tokio::test]
+async fn deliveries_retry_enables_the_disabled_endpoint_of_that_delivery() {
+    let (daemon, mut receiver, _) = disabled_by_a_410().await;
     call(&daemon, 2).await;
     receiver.expect_nothing(QUIET).await;
     let rows = deliveries(&daemon).await;
@@ -197,12 +204,7 @@ async fn deliveries_retry_enables_the_disabled_endpoint_of_that_delivery() {
 
 #[tokio::test]
 async fn deliveries_replay_enables_the_disabled_endpoint_of_that_workflow() {
-    let mut receiver = Receiver::start_with(vec![410]).await;
-    let url = receiver.url("/hooks/voicekit");
-    let daemon = Daemon::start(&config(&url).toml()).await;
-    call(&daemon, 1).await;
-    receiver.next(WAIT).await;
-    wait_disabled(&daemon, &url).await;
+    let (daemon, mut receiver, url) = disabled_by_a_410().await;
     receiver.expect_nothing(QUIET).await;
     let rows = deliveries(&daemon).await;
 

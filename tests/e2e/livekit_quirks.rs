@@ -13,7 +13,6 @@ use support::{
     Daemon, Moto, Receiver, TestConfig,
     config::{API_KEY, API_SECRET, BUCKET},
     lk::{self, FileResult, Participant, Room},
-    signer,
 };
 
 use support::poll::DAEMON_REACTION as WAIT;
@@ -125,18 +124,9 @@ async fn an_event_the_store_cannot_keep_fails_alone() {
         bodies.insert(i * 10, (false, b));
     }
     for (good, body) in bodies {
-        let http = daemon.http().clone();
-        let url = daemon.webhook_url();
+        let poster = daemon.poster();
         sends.spawn(async move {
-            let token = signer::sign(API_KEY, API_SECRET, body.as_bytes());
-            let response = http
-                .post(url)
-                .header("Content-Type", "application/webhook+json")
-                .header("Authorization", token)
-                .body(body)
-                .send()
-                .await
-                .expect("the daemon answers");
+            let response = poster.post_signed(body).await.expect("the daemon answers");
             let status = response.status().as_u16();
             (good, status, response.text().await.unwrap_or_default())
         });

@@ -22,9 +22,10 @@ use tokio::sync::{Notify, Semaphore};
 use tokio::task::JoinSet;
 
 use support::config::{API_KEY, API_SECRET, postgres_requested, postgres_test_url};
-use support::lk::{self, Participant, Room};
+use support::lk;
 use support::operator::api_get;
 use support::poll::BURST_SETTLED;
+use support::timeline::Timeline;
 use support::{Daemon, Received, Receiver, Reply, TestConfig, poll, signer};
 
 /// Calls in the burst: the first half posted while both instances run, the second half
@@ -42,29 +43,8 @@ const SLOW_REPLY: Duration = Duration::from_millis(400);
 /// enough that the survivor takes over the dead instance's claims quickly.
 const LEASE_SECS: f64 = 2.0;
 
-/// LiveKit's clock for call `i`: each call 60 s after the previous one, so every
-/// VoiceKit timestamp names exactly one call and event.
-const BASE_MS: i64 = 1_761_400_000_000;
-
-fn created_ms(i: usize) -> i64 {
-    BASE_MS + i as i64 * 60_000
-}
-
-fn agent_joined_ms(i: usize) -> i64 {
-    created_ms(i) + 1_500
-}
-
-fn finished_s(i: usize) -> i64 {
-    (created_ms(i) + 30_000) / 1000
-}
-
-fn room(i: usize) -> Room {
-    Room::new(
-        &format!("RM_multi{i:03}"),
-        &format!("VOICEKIT_workflow_multi{i:03}_{i}"),
-        created_ms(i),
-    )
-}
+/// Each VoiceKit timestamp names exactly one call and event.
+const TIMELINE: Timeline = Timeline::new(1_761_400_000_000);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 enum Kind {
@@ -79,8 +59,8 @@ fn identify(body: &Value) -> Option<(usize, Kind)> {
     let at_ms = (at.unix_timestamp_nanos() / 1_000_000) as i64;
     let event = body["event"].as_str()?;
     (0..CALLS).find_map(|call| match event {
-        "call_started" if at_ms == agent_joined_ms(call) => Some((call, Kind::Started)),
-        "call_ended" if at_ms == finished_s(call) * 1000 => Some((call, Kind::Ended)),
+        "call_started" if at_ms == TIMELINE.agent_joined_ms(call) => Some((call, Kind::Started)),
+        "call_ended" if at_ms == TIMELINE.finished_s(call) * 1000 => Some((call, Kind::Ended)),
         _ => None,
     })
 }
@@ -224,11 +204,11 @@ impl Cluster {
     /// instances per call and within the call; some webhooks also go to the other
     /// instance at once, as a retry would. Returns the answers to the duplicated step.
     async fn call(&self, i: usize) -> Option<Answers> {
-        let room = room(i);
-        let agent = Participant::agent(&format!("PA_agent{i}"), "agent", agent_joined_ms(i));
-        let started = lk::room_started(&room, created_ms(i) / 1000);
-        let joined = lk::participant_joined(&room, &agent, agent_joined_ms(i) / 1000);
-        let finished = lk::room_finished(&room, finished_s(i));
+        let room = TIMELINE.room("multi", i);
+        let agent = TIMELINE.agent(i);
+        let started = lk::room_started(&room, TIMELINE.created_ms(i) / 1000);
+        let joined = lk::participant_joined(&room, &agent, TIMELINE.agent_joined_ms(i) / 1000);
+        let finished = lk::room_finished(&room, TIMELINE.finished_s(i));
         let (first, second) = (i % 2, 1 - i % 2);
         let mut duplicated = None;
         let (sent, retried) = self.post(i, "room_started", first, &started).await;

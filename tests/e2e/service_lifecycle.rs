@@ -320,19 +320,10 @@ async fn sighup_during_a_burst_of_webhooks_drops_none() {
 
     let mut posts = tokio::task::JoinSet::new();
     for _ in 0..BURST {
-        let http = daemon.http().clone();
-        let url = daemon.webhook_url();
+        let poster = daemon.poster();
         let body = lk::agent_joined(&lk::mapped_room());
         posts.spawn(async move {
-            let token = signer::sign(API_KEY, API_SECRET, body.as_bytes());
-            let response = http
-                .post(url)
-                .header("Content-Type", "application/webhook+json")
-                .header("Authorization", token)
-                .body(body)
-                .send()
-                .await
-                .expect("post during reloads");
+            let response = poster.post_signed(body).await.expect("post during reloads");
             response.status().as_u16()
         });
     }

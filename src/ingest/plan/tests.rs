@@ -89,35 +89,7 @@ fn a_batch_plans_what_its_events_plan_one_by_one() {
     assert_eq!(together.calls, one_by_one.calls);
     assert_eq!(together.remembered, one_by_one.remembered);
 
-    let applied = |emitted: &[EventKind]| Accepted::Applied {
-        call_id: 1,
-        emitted: emitted.to_vec(),
-        new_call: None,
-    };
-    let created = |call_id, room_name: &str, room_sid: &str| Accepted::Applied {
-        call_id,
-        emitted: vec![],
-        new_call: Some(Box::new(CreatedCall {
-            room_name: room_name.into(),
-            room_sid: room_sid.into(),
-            workflow: "support".into(),
-        })),
-    };
-    assert_eq!(
-        at_once,
-        vec![
-            created(1, "VK_abc_1", "RM_1"),
-            Accepted::Duplicate,
-            applied(&[]),
-            applied(&[EventKind::CallStarted]),
-            Accepted::Ignored("room maps to no workflow"),
-            Accepted::Ignored("event type does not concern calls"),
-            created(2, "VK_def_2", "RM_3"),
-            applied(&[]),
-            applied(&[EventKind::CallEnded]),
-            Accepted::Duplicate,
-        ]
-    );
+    assert_eq!(at_once, sample::events_accepted());
     // Every new event is remembered once, with the call it touched; duplicates are not.
     let remembered: Vec<(&str, Option<i64>)> = together
         .remembered

@@ -110,17 +110,14 @@ async fn update_room_metadata(
     State(shared): State<Arc<Shared>>,
     headers: HeaderMap,
     Json(body): Json<Value>,
-) -> Answer {
-    let claims = match verify(&shared, &headers) {
-        Ok(c) => c,
-        Err(answer) => return answer,
-    };
+) -> Result<Answer, Answer> {
+    let claims = verify(&shared, &headers)?;
     let room = body["room"].as_str().unwrap_or_default().to_owned();
     if !claims.video.room_admin || claims.video.room != room {
-        return refuse(
+        return Err(refuse(
             &shared,
             format!("grant {:?} does not allow room {room}", claims.video),
-        );
+        ));
     }
     let metadata = body["metadata"].as_str().unwrap_or_default().to_owned();
     shared
@@ -128,23 +125,23 @@ async fn update_room_metadata(
         .lock()
         .unwrap()
         .push((room.clone(), metadata.clone()));
-    (
+    Ok((
         StatusCode::OK,
         Json(json!({"sid": "RM_fake", "name": room, "metadata": metadata})),
-    )
+    ))
 }
 
 async fn list_egress(
     State(shared): State<Arc<Shared>>,
     headers: HeaderMap,
     Json(body): Json<Value>,
-) -> Answer {
-    let claims = match verify(&shared, &headers) {
-        Ok(c) => c,
-        Err(answer) => return answer,
-    };
+) -> Result<Answer, Answer> {
+    let claims = verify(&shared, &headers)?;
     if !claims.video.room_record {
-        return refuse(&shared, "ListEgress needs the roomRecord grant".into());
+        return Err(refuse(
+            &shared,
+            "ListEgress needs the roomRecord grant".into(),
+        ));
     }
     let room = body["roomName"].as_str().unwrap_or_default();
     let items: Vec<Value> = shared
@@ -155,5 +152,5 @@ async fn list_egress(
         .filter(|e| e["roomName"] == room)
         .cloned()
         .collect();
-    (StatusCode::OK, Json(json!({ "items": items })))
+    Ok((StatusCode::OK, Json(json!({ "items": items }))))
 }

@@ -18,6 +18,7 @@ pub mod operator;
 pub mod poll;
 pub mod receiver;
 pub mod signer;
+pub mod timeline;
 
 pub use config::TestConfig;
 pub use daemon::Daemon;

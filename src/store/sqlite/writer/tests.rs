@@ -5,8 +5,7 @@ use tokio::sync::oneshot;
 
 use super::*;
 use crate::{
-    call::EventKind,
-    ingest::{CreatedCall, sample},
+    ingest::sample,
     store::{Backend, Store, now_ms, test_sqlite_store},
 };
 
@@ -102,38 +101,9 @@ async fn a_batch_does_what_its_events_do_one_by_one() {
     assert_eq!(together, one_by_one);
     assert_eq!(dump(&batched).await, dump(&single).await);
 
-    use Accepted::*;
-    let applied = |emitted: &[EventKind]| Applied {
-        call_id: 1,
-        emitted: emitted.to_vec(),
-        new_call: None,
-    };
-    let created = |call_id, room_name: &str, room_sid: &str| Applied {
-        call_id,
-        emitted: vec![],
-        new_call: Some(Box::new(CreatedCall {
-            room_name: room_name.into(),
-            room_sid: room_sid.into(),
-            workflow: "support".into(),
-        })),
-    };
-    assert_eq!(
-        together,
-        vec![
-            created(1, "VK_abc_1", "RM_1"),
-            Duplicate,
-            applied(&[]),
-            applied(&[EventKind::CallStarted]),
-            Ignored("room maps to no workflow"),
-            Ignored("event type does not concern calls"),
-            created(2, "VK_def_2", "RM_3"),
-            applied(&[]),
-            applied(&[EventKind::CallEnded]),
-            Duplicate,
-        ]
-    );
+    assert_eq!(together, sample::events_accepted());
     let again = commit(&wb, &mut cb, &sample::events());
-    assert!(again.iter().all(|a| *a == Duplicate));
+    assert!(again.iter().all(|a| *a == Accepted::Duplicate));
     let kinds: Vec<(String,)> =
         crate::store::fixtures::rows(&batched, "SELECT event_type FROM outbox ORDER BY id", &[])
             .await;
