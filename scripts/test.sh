@@ -19,9 +19,11 @@ if ! pg -c 'SELECT 1' >/dev/null 2>&1; then
     pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql)" main start
     for _ in $(seq 1 30); do pg -c 'SELECT 1' >/dev/null 2>&1 && break; sleep 1; done
 fi
-# Each daemon of the PostgreSQL pass creates its own vkb_t_* database; drop them after.
+# Each daemon of the PostgreSQL pass creates its own database, named after this run
+# (vkb_t_<pid>_*) so that the run drops its own and leaves another run's alone.
+export VOICEKIT_TEST_DB_PREFIX="vkb_t_$$_"
 drop_test_databases() {
-    pg -c "SELECT datname FROM pg_database WHERE datname LIKE 'vkb\_t\_%'" |
+    pg -c "SELECT datname FROM pg_database WHERE datname LIKE 'vkb\_t\_$$\_%'" |
         while read -r db; do pg -c "DROP DATABASE IF EXISTS \"$db\" WITH (FORCE)"; done
 }
 drop_test_databases

@@ -298,7 +298,9 @@ pub(crate) async fn test_postgres_store(connections: u32) -> Option<Store> {
         .take(12)
         .map(|c| char::from(c).to_ascii_lowercase())
         .collect();
-    let store = Store::open(&format!("{base}/vkb_t_unit_{name}"), connections)
+    // `scripts/test.sh` names its run, so it drops its own databases and no other run's.
+    let run = std::env::var("VOICEKIT_TEST_DB_PREFIX").unwrap_or_else(|_| "vkb_t_".into());
+    let store = Store::open(&format!("{base}/{run}unit_{name}"), connections)
         .await
         .unwrap_or_else(|e| panic!("the store tests need PostgreSQL at {base}: {e}"));
     Some(store)

@@ -56,8 +56,8 @@ pub fn test_store_url() -> String {
     }
 }
 
-/// A fresh PostgreSQL database of its own, `vkb_t_` and 12 random lowercase
-/// alphanumerics, on `$VOICEKIT_TEST_POSTGRES` (default `postgres://postgres@127.0.0.1:5432`).
+/// A fresh PostgreSQL database of its own, `$VOICEKIT_TEST_DB_PREFIX` (default `vkb_t_`)
+/// and 12 random lowercase alphanumerics, on `$VOICEKIT_TEST_POSTGRES` (default `postgres://postgres@127.0.0.1:5432`).
 /// It does not exist yet: the daemon creates it.
 pub fn postgres_test_url() -> String {
     let base = std::env::var("VOICEKIT_TEST_POSTGRES")
@@ -66,7 +66,9 @@ pub fn postgres_test_url() -> String {
         .take(12)
         .map(|b| (b as char).to_ascii_lowercase())
         .collect();
-    format!("{base}/vkb_t_{name}")
+    // `scripts/test.sh` names its run, so it drops its own databases and no other run's.
+    let run = std::env::var("VOICEKIT_TEST_DB_PREFIX").unwrap_or_else(|_| "vkb_t_".into());
+    format!("{base}/{run}{name}")
 }
 
 impl TestConfig {
