@@ -7,6 +7,8 @@
 
 use std::time::Duration;
 
+use tokio_util::sync::CancellationToken;
+
 use crate::{
     call::machine::{CallState, Phase, REPAIR_EGRESS_ENDED, REPAIR_ROOM_FINISHED},
     config::ReconcileConfig,
@@ -15,7 +17,6 @@ use crate::{
         api::LiveKitApi,
         event::{Room, WebhookEvent},
     },
-    shutdown::Shutdown,
     store::{StaleCursor, Store, now_ms},
 };
 
@@ -32,12 +33,12 @@ pub struct Reconciler {
 }
 
 impl Reconciler {
-    pub async fn run(self, mut shutdown: Shutdown) {
+    pub async fn run(self, shutdown: CancellationToken) {
         let every = Duration::from_secs_f64(self.config.interval_secs);
         loop {
             tokio::select! {
                 _ = tokio::time::sleep(every) => {}
-                _ = shutdown.wait() => return,
+                _ = shutdown.cancelled() => return,
             }
             self.sweep_empty_rooms().await;
             self.settle_egresses().await;

@@ -10,9 +10,9 @@
 use std::{net::SocketAddr, time::Duration};
 
 use sd_notify::NotifyState;
-use tokio::task::JoinHandle;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
-use crate::{shutdown::Shutdown, store::Store};
+use crate::store::Store;
 
 fn send(states: &[NotifyState]) {
     if let Err(e) = sd_notify::notify(states) {
@@ -52,20 +52,22 @@ pub fn reloaded(status: &str) {
 /// a period. A store that hangs or fails therefore stops the pings, and systemd
 /// restarts the service. Pings end with shutdown (systemd stops watching after
 /// `STOPPING=1`; `TimeoutStopSec=` bounds the stop instead).
-pub fn spawn_watchdog(store: Store, mut shutdown: Shutdown) -> Option<JoinHandle<()>> {
-    let period = sd_notify::watchdog_enabled()?;
+pub fn spawn_watchdog(tasks: &TaskTracker, store: Store, shutdown: CancellationToken) {
+    let Some(period) = sd_notify::watchdog_enabled() else {
+        return;
+    };
     let every = (period / 2).max(Duration::from_millis(1));
     tracing::info!(
         watchdog_secs = period.as_secs_f64(),
         "systemd watchdog enabled"
     );
-    Some(tokio::spawn(async move {
+    tasks.spawn(async move {
         let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
-                _ = shutdown.wait() => return,
+                _ = shutdown.cancelled() => return,
             }
             match tokio::time::timeout(every, store.ping()).await {
                 Ok(Ok(())) => send(&[NotifyState::Watchdog]),
@@ -78,5 +80,5 @@ pub fn spawn_watchdog(store: Store, mut shutdown: Shutdown) -> Option<JoinHandle
                 ),
             }
         }
-    }))
+    });
 }

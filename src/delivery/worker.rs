@@ -15,6 +15,7 @@ use std::{
 
 use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderValue, RETRY_AFTER, USER_AGENT};
 use tokio::{sync::Notify, task::JoinSet};
+use tokio_util::sync::CancellationToken;
 
 use super::{
     breaker::{self, Breakers, Change},
@@ -27,7 +28,6 @@ use crate::{
     livekit::api::{LiveKitApi, merge_metadata},
     metrics,
     recording::{Published, Recordings},
-    shutdown::Shutdown,
     store::{
         Attempt, AttemptOutcome, HOOK_EVENT, OutboxRow, Store, StoreError, WriteError, Writer,
         now_ms,
@@ -221,7 +221,7 @@ impl Worker {
 
     /// Delivers until shutdown; in-flight deliveries then finish (bounded by the
     /// timeout) and record their outcome, so nothing is left half-sent.
-    pub async fn run(self, mut shutdown: Shutdown) {
+    pub async fn run(self, shutdown: CancellationToken) {
         let mut tasks = JoinSet::new();
         let backlog = self.inner.backlog();
         let mut deadline = tokio::time::Instant::now();
@@ -231,7 +231,7 @@ impl Worker {
         // or a sleep ended (a retry may be due).
         let mut reread = true;
         let mut checked: Option<Arc<Vec<Workflow>>> = None;
-        while !shutdown.is_shutdown() {
+        while !shutdown.is_cancelled() {
             let workflows = self.inner.workflows.load_full();
             if !checked.as_ref().is_some_and(|c| Arc::ptr_eq(c, &workflows)) {
                 self.inner.warn_of_unconfigured(&workflows).await;
@@ -263,7 +263,7 @@ impl Worker {
                     (was_full || tasks.is_empty(), false)
                 }
                 _ = tokio::time::sleep_until(deadline) => (true, true),
-                _ = shutdown.wait() => (true, false),
+                _ = shutdown.cancelled() => (true, false),
             };
         }
         self.inner

@@ -37,12 +37,10 @@ use tokio::{
     sync::{Notify, Semaphore},
     time::{Instant, Sleep},
 };
+use tokio_util::sync::CancellationToken;
 
 use super::summary::{self, Event};
-use crate::{
-    metrics::{self, AcceptError, ConnectionTimeout, Listener},
-    shutdown::Shutdown,
-};
+use crate::metrics::{self, AcceptError, ConnectionTimeout, Listener};
 
 /// The limits one listener enforces.
 #[derive(Debug, Clone, Copy)]
@@ -64,7 +62,7 @@ pub async fn serve(
     app: Router,
     limits: Limits,
     which: Listener,
-    mut shutdown: Shutdown,
+    shutdown: CancellationToken,
 ) {
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let mut backoff = MIN_BACKOFF;
@@ -81,11 +79,11 @@ pub async fn serve(
         }
         let slot = tokio::select! {
             slot = slots.clone().acquire_owned() => slot.expect("the semaphore is never closed"),
-            _ = shutdown.wait() => break,
+            _ = shutdown.cancelled() => break,
         };
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
-            _ = shutdown.wait() => break,
+            _ = shutdown.cancelled() => break,
         };
         match accepted {
             Ok((stream, _peer)) => {
@@ -114,7 +112,7 @@ pub async fn serve(
                 drop(slot);
                 tokio::select! {
                     _ = tokio::time::sleep(backoff) => {}
-                    _ = shutdown.wait() => break,
+                    _ = shutdown.cancelled() => break,
                 }
                 backoff = (backoff * 2).min(MAX_BACKOFF);
             }
@@ -142,7 +140,7 @@ async fn serve_connection(
     app: Router,
     limits: Limits,
     which: Listener,
-    mut shutdown: Shutdown,
+    shutdown: CancellationToken,
 ) {
     let _ = stream.set_nodelay(true);
     let clock = Arc::new(Clock::new());
@@ -197,7 +195,7 @@ async fn serve_connection(
                 }
             }
             _ = clock.sooner.notified() => {}
-            _ = shutdown.wait(), if !stopping => {
+            _ = shutdown.cancelled(), if !stopping => {
                 stopping = true;
                 connection.as_mut().graceful_shutdown();
             }

@@ -22,7 +22,9 @@ use axum::{
 
 pub use ops::GaugeCache;
 
-use crate::{ingest::Ingestor, livekit::auth::WebhookVerifier, shutdown::Shutdown, store::Store};
+use tokio_util::sync::CancellationToken;
+
+use crate::{ingest::Ingestor, livekit::auth::WebhookVerifier, store::Store};
 
 /// What request handlers share.
 pub struct AppState {
@@ -34,7 +36,7 @@ pub struct AppState {
     /// For `/readyz`.
     pub store: Store,
     /// `/readyz` answers 503 once shutdown has begun.
-    pub shutdown: Shutdown,
+    pub shutdown: CancellationToken,
 }
 
 /// The public webhook listener's routes; anything else is an empty 404.

@@ -28,11 +28,11 @@ use serde::Deserialize;
 use serde_json::json;
 use time::{OffsetDateTime, format_description::well_known::Rfc3339};
 use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
 
 use super::{GaugeCache, error, ops};
 use crate::{
     config::{Secret, SharedWorkflows},
-    shutdown::Shutdown,
     store::{Store, StoreError},
 };
 
@@ -43,7 +43,7 @@ pub struct OperatorState {
     /// Wakes the delivery worker after a retry or replay.
     pub delivery: Arc<Notify>,
     /// `/readyz` answers 503 once shutdown has begun.
-    pub shutdown: Shutdown,
+    pub shutdown: CancellationToken,
     /// The store's counts for `/metrics`.
     pub gauges: GaugeCache,
 }

@@ -16,11 +16,11 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use tokio::{sync::Mutex, time::Instant};
+use tokio_util::sync::CancellationToken;
 
 use super::{AppState, operator::OperatorState, plain};
 use crate::{
     metrics::{self, StoreGauges},
-    shutdown::Shutdown,
     store::Store,
 };
 
@@ -45,8 +45,8 @@ fn not_ready(reason: &'static str, detail: impl Into<String>) -> NotReady {
 }
 
 /// Whether the daemon can take webhooks now; store errors are logged here.
-pub async fn readiness(store: &Store, shutdown: &Shutdown) -> Result<(), NotReady> {
-    if shutdown.is_shutdown() {
+pub async fn readiness(store: &Store, shutdown: &CancellationToken) -> Result<(), NotReady> {
+    if shutdown.is_cancelled() {
         return Err(not_ready("shutting_down", "shutdown has begun"));
     }
     // The latest write failed: not ready until one succeeds. A probe write finds out
@@ -194,9 +194,9 @@ mod tests {
     #[tokio::test]
     async fn ready_while_serving_not_once_shutdown_began() {
         let (store, _dir) = crate::store::test_sqlite_store().await;
-        let (trigger, shutdown) = crate::shutdown::channel();
+        let shutdown = CancellationToken::new();
         assert_eq!(readiness(&store, &shutdown).await, Ok(()));
-        trigger.fire();
+        shutdown.cancel();
         assert_eq!(
             readiness(&store, &shutdown).await.unwrap_err().reason,
             "shutting_down"
@@ -206,7 +206,7 @@ mod tests {
     #[tokio::test]
     async fn not_ready_when_the_store_does_not_answer_without_its_error_text() {
         let (store, _dir) = crate::store::test_sqlite_store().await;
-        let (_trigger, shutdown) = crate::shutdown::channel();
+        let shutdown = CancellationToken::new();
         store.close().await;
         let why = readiness(&store, &shutdown).await.unwrap_err();
         assert_eq!(why.reason, "store_unreachable");
@@ -216,7 +216,7 @@ mod tests {
     #[tokio::test]
     async fn not_ready_when_a_migration_is_missing() {
         let (store, _dir) = crate::store::test_sqlite_store().await;
-        let (_trigger, shutdown) = crate::shutdown::channel();
+        let shutdown = CancellationToken::new();
         crate::store::fixtures::execute(
             &store,
             "DELETE FROM _sqlx_migrations WHERE version = 1",

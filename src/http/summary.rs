@@ -14,10 +14,9 @@ use std::{
     time::Duration,
 };
 
-use crate::{
-    metrics::{AcceptError, ConnectionTimeout, Listener},
-    shutdown::Shutdown,
-};
+use tokio_util::sync::CancellationToken;
+
+use crate::metrics::{AcceptError, ConnectionTimeout, Listener};
 
 /// One kind of event the summary counts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -86,24 +85,22 @@ pub fn render(tally: &BTreeMap<Event, u64>, interval: Duration) -> Option<String
 }
 
 /// Logs the summary every `interval` until shutdown, and once more then.
-pub fn spawn(interval: Duration, mut shutdown: Shutdown) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        let mut ticks = tokio::time::interval(interval);
-        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        ticks.tick().await;
-        loop {
-            let stopping = tokio::select! {
-                _ = ticks.tick() => false,
-                _ = shutdown.wait() => true,
-            };
-            if let Some(line) = render(&take(), interval) {
-                tracing::warn!("{line}");
-            }
-            if stopping {
-                return;
-            }
+pub async fn run(interval: Duration, shutdown: CancellationToken) {
+    let mut ticks = tokio::time::interval(interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticks.tick().await;
+    loop {
+        let stopping = tokio::select! {
+            _ = ticks.tick() => false,
+            _ = shutdown.cancelled() => true,
+        };
+        if let Some(line) = render(&take(), interval) {
+            tracing::warn!("{line}");
         }
-    })
+        if stopping {
+            return;
+        }
+    }
 }
 
 #[cfg(test)]

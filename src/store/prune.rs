@@ -2,6 +2,8 @@
 //! a batch at a time so ingest never waits long behind it. Pending deliveries are never
 //! deleted, however old: nothing accepted is lost to housekeeping.
 
+use tokio_util::sync::CancellationToken;
+
 use super::{Backend, Store, StoreError, sqlite::args};
 
 /// How many rows of each kind one pass deleted.
@@ -69,7 +71,7 @@ pub async fn keep_pruned(
     store: Store,
     retention: std::time::Duration,
     interval: std::time::Duration,
-    mut shutdown: crate::shutdown::Shutdown,
+    shutdown: CancellationToken,
 ) {
     loop {
         let cutoff = super::now_ms() - retention.as_millis() as i64;
@@ -86,7 +88,7 @@ pub async fn keep_pruned(
         }
         tokio::select! {
             _ = tokio::time::sleep(interval) => {}
-            _ = shutdown.wait() => return,
+            _ = shutdown.cancelled() => return,
         }
     }
 }

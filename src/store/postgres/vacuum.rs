@@ -10,6 +10,8 @@
 
 use std::time::Duration;
 
+use tokio_util::sync::CancellationToken;
+
 use crate::store::{Backend, Store, StoreError};
 
 /// How often the tables are vacuumed when the server does not.
@@ -41,7 +43,7 @@ impl Store {
 }
 
 /// Vacuums every [`VACUUM_INTERVAL`] until shutdown, if the server does not.
-pub async fn keep_vacuumed(store: Store, mut shutdown: crate::shutdown::Shutdown) {
+pub async fn keep_vacuumed(store: Store, shutdown: CancellationToken) {
     match store.needs_own_vacuum().await {
         Ok(false) => return,
         Ok(true) => tracing::warn!(
@@ -56,7 +58,7 @@ pub async fn keep_vacuumed(store: Store, mut shutdown: crate::shutdown::Shutdown
     loop {
         tokio::select! {
             _ = tokio::time::sleep(VACUUM_INTERVAL) => {}
-            _ = shutdown.wait() => return,
+            _ = shutdown.cancelled() => return,
         }
         if let Err(e) = store.vacuum().await {
             tracing::warn!(error = %e, "VACUUM failed; will try again");

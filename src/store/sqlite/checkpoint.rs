@@ -14,6 +14,8 @@
 
 use std::time::Duration;
 
+use tokio_util::sync::CancellationToken;
+
 use crate::store::{Backend, Store, StoreError};
 
 /// How often the WAL is copied back when the ingest writer is not writing (deliveries'
@@ -41,14 +43,14 @@ impl Store {
 
 /// Checkpoints a SQLite store every [`CHECKPOINT_INTERVAL`] until shutdown, and once more
 /// on the way out.
-pub async fn keep_checkpointed(store: Store, mut shutdown: crate::shutdown::Shutdown) {
+pub async fn keep_checkpointed(store: Store, shutdown: CancellationToken) {
     if !matches!(store.backend(), Backend::Sqlite(_)) {
         return;
     }
     loop {
         let stopping = tokio::select! {
             _ = tokio::time::sleep(CHECKPOINT_INTERVAL) => false,
-            _ = shutdown.wait() => true,
+            _ = shutdown.cancelled() => true,
         };
         if let Err(e) = store.checkpoint().await {
             tracing::warn!(error = %e, "WAL checkpoint failed; will try again");
