@@ -1,5 +1,5 @@
 //! The composition root: opens the store, starts the writer, the delivery worker, the
-//! repairs and the background jobs, binds the two listeners, and stops them all
+//! repairs and the background jobs (`jobs`), binds the two listeners, and stops them all
 //! together.
 //!
 //! Every long-running task listens to one [`CancellationToken`], cancelled by SIGTERM or
@@ -20,7 +20,7 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
     config::{Config, SharedWorkflows},
-    delivery::Worker,
+    delivery::{Worker, recording::Recordings},
     descriptors, essential,
     http::{
         self, AppState, GaugeCache,
@@ -28,11 +28,9 @@ use crate::{
         operator::OperatorState,
     },
     ingest::Ingestor,
+    jobs::{self, reconcile::Reconciler},
     livekit::{api::LiveKitApi, auth::WebhookVerifier},
-    metrics,
-    reconcile::Reconciler,
-    recording::Recordings,
-    reload,
+    metrics, reload,
     store::{self, Store},
     systemd,
 };
@@ -109,7 +107,7 @@ pub async fn run_with(config: Config, options: RunOptions) -> anyhow::Result<()>
     .context("building the HTTP client for deliveries")?;
     let mut delivery = tasks.spawn(worker.run(stop.clone()));
     let mut repairs = tasks.spawn(reconciler.run(stop.clone()));
-    spawn_jobs(&tasks, &config, &store, &stop);
+    jobs::spawn_housekeeping(&tasks, &config, &store, &stop);
 
     let operator = Arc::new(OperatorState {
         store: store.clone(),
@@ -128,7 +126,7 @@ pub async fn run_with(config: Config, options: RunOptions) -> anyhow::Result<()>
         shutdown: stop.clone(),
     });
     let mut server = serve(&tasks, &config, max_connections, operator, webhooks, &stop).await?;
-    systemd::spawn_watchdog(&tasks, store.clone(), stop.clone());
+    jobs::watchdog::spawn(&tasks, store.clone(), stop.clone());
     match options.config_path {
         Some(path) => {
             let reloader =
@@ -186,22 +184,6 @@ fn instance_id(config: &Config, config_path: Option<&std::path::Path>) -> String
         Some(path) => format!("{host}:{}", path.display()),
         None => host,
     }
-}
-
-/// The periodic housekeeping: the log summary, WAL checkpoints, vacuums and pruning.
-fn spawn_jobs(tasks: &TaskTracker, config: &Config, store: &Store, stop: &CancellationToken) {
-    tasks.spawn(http::summary::run(
-        config.log.summary_interval(),
-        stop.clone(),
-    ));
-    tasks.spawn(store::keep_checkpointed(store.clone(), stop.clone()));
-    tasks.spawn(store::keep_vacuumed(store.clone(), stop.clone()));
-    tasks.spawn(store::keep_pruned(
-        store.clone(),
-        Duration::from_secs_f64(config.store.retention_days * 86_400.0),
-        Duration::from_secs_f64(config.store.prune_interval_secs),
-        stop.clone(),
-    ));
 }
 
 /// Binds and serves the operator API, then the webhook listener; prints the ready lines

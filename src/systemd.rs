@@ -10,9 +10,6 @@
 use std::{net::SocketAddr, time::Duration};
 
 use sd_notify::NotifyState;
-use tokio_util::{sync::CancellationToken, task::TaskTracker};
-
-use crate::store::Store;
 
 fn send(states: &[NotifyState]) {
     if let Err(e) = sd_notify::notify(states) {
@@ -47,38 +44,13 @@ pub fn reloaded(status: &str) {
     send(&[NotifyState::Ready, NotifyState::Status(status)]);
 }
 
-/// When systemd asked for watchdog pings (`WATCHDOG_USEC`, for this process), starts a
-/// task that pings twice per period, each time only after `store` answered within half
-/// a period. A store that hangs or fails therefore stops the pings, and systemd
-/// restarts the service. Pings end with shutdown (systemd stops watching after
-/// `STOPPING=1`; `TimeoutStopSec=` bounds the stop instead).
-pub fn spawn_watchdog(tasks: &TaskTracker, store: Store, shutdown: CancellationToken) {
-    let Some(period) = sd_notify::watchdog_enabled() else {
-        return;
-    };
-    let every = (period / 2).max(Duration::from_millis(1));
-    tracing::info!(
-        watchdog_secs = period.as_secs_f64(),
-        "systemd watchdog enabled"
-    );
-    tasks.spawn(async move {
-        let mut tick = tokio::time::interval(every);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = tick.tick() => {}
-                _ = shutdown.cancelled() => return,
-            }
-            match tokio::time::timeout(every, store.ping()).await {
-                Ok(Ok(())) => send(&[NotifyState::Watchdog]),
-                Ok(Err(e)) => {
-                    tracing::warn!(error = %e, "store unhealthy: withholding the watchdog ping")
-                }
-                Err(_) => tracing::warn!(
-                    timeout_secs = every.as_secs_f64(),
-                    "store did not answer in time: withholding the watchdog ping"
-                ),
-            }
-        }
-    });
+/// The watchdog period systemd asked for (`WATCHDOG_USEC`, for this process), if any.
+pub fn watchdog_period() -> Option<Duration> {
+    sd_notify::watchdog_enabled()
+}
+
+/// `WATCHDOG=1`: the daemon is alive (`jobs::watchdog` sends it only after the store
+/// answered).
+pub fn watchdog_ping() {
+    send(&[NotifyState::Watchdog]);
 }

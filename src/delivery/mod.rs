@@ -2,6 +2,7 @@
 
 pub mod breaker;
 pub mod policy;
+pub mod recording;
 pub mod signing;
 pub mod worker;
 

@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 use super::{
     breaker::{self, Breakers, Change},
     policy::RetryPolicy,
+    recording::{Published, Recordings},
     signing::{self, SigningKey},
 };
 use crate::{
@@ -27,7 +28,6 @@ use crate::{
     config::{DeliveryConfig, SharedWorkflows, Workflow},
     livekit::api::{LiveKitApi, merge_metadata},
     metrics,
-    recording::{Published, Recordings},
     store::{
         Attempt, AttemptOutcome, HOOK_EVENT, OutboxRow, Store, StoreError, WriteError, Writer,
         now_ms,

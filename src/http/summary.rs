@@ -14,8 +14,6 @@ use std::{
     time::Duration,
 };
 
-use tokio_util::sync::CancellationToken;
-
 use crate::metrics::{AcceptError, ConnectionTimeout, Listener};
 
 /// One kind of event the summary counts.
@@ -42,8 +40,9 @@ pub fn note(event: Event) -> bool {
     *count == 1
 }
 
-/// Takes the counts so far and starts a new interval.
-fn take() -> BTreeMap<Event, u64> {
+/// Takes the counts so far and starts a new interval (`jobs::log_summary` calls it once
+/// per interval).
+pub fn take() -> BTreeMap<Event, u64> {
     std::mem::take(&mut *TALLY.lock().unwrap_or_else(|e| e.into_inner()))
 }
 
@@ -82,25 +81,6 @@ pub fn render(tally: &BTreeMap<Event, u64>, interval: Duration) -> Option<String
     part("failed accepts", accept);
     part("times at the connection cap", full);
     Some(line.trim_end_matches(';').to_owned())
-}
-
-/// Logs the summary every `interval` until shutdown, and once more then.
-pub async fn run(interval: Duration, shutdown: CancellationToken) {
-    let mut ticks = tokio::time::interval(interval);
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    ticks.tick().await;
-    loop {
-        let stopping = tokio::select! {
-            _ = ticks.tick() => false,
-            _ = shutdown.cancelled() => true,
-        };
-        if let Some(line) = render(&take(), interval) {
-            tracing::warn!("{line}");
-        }
-        if stopping {
-            return;
-        }
-    }
 }
 
 #[cfg(test)]

@@ -34,10 +34,8 @@ pub use endpoints::DisabledEndpoint;
 pub use health::StoreHealth;
 pub use operator::{AttemptRecord, CallDetail, CallSummary, DeliverySummary, InboundRecord};
 pub use outbox::{Attempt, AttemptOutcome, DeliveryStatus, HOOK_EVENT, OutboxRow};
-pub use postgres::keep_vacuumed;
-pub use prune::{Pruned, keep_pruned};
+pub use prune::Pruned;
 pub use rows::{NewCall, NewDelivery, SeenEvent};
-pub use sqlite::keep_checkpointed;
 pub use writer::{WriteError, Writer};
 
 #[derive(Debug, thiserror::Error)]

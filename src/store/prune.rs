@@ -2,8 +2,6 @@
 //! a batch at a time so ingest never waits long behind it. Pending deliveries are never
 //! deleted, however old: nothing accepted is lost to housekeeping.
 
-use tokio_util::sync::CancellationToken;
-
 use super::{Backend, Store, StoreError, sqlite::args};
 
 /// How many rows of each kind one pass deleted.
@@ -63,33 +61,6 @@ impl Store {
             calls,
             inbound_events,
         })
-    }
-}
-
-/// Prunes every `interval` until shutdown.
-pub async fn keep_pruned(
-    store: Store,
-    retention: std::time::Duration,
-    interval: std::time::Duration,
-    shutdown: CancellationToken,
-) {
-    loop {
-        let cutoff = super::now_ms() - retention.as_millis() as i64;
-        match store.prune(cutoff, 1000).await {
-            Ok(p) if p != Pruned::default() => tracing::info!(
-                attempts = p.attempts,
-                deliveries = p.deliveries,
-                calls = p.calls,
-                inbound_events = p.inbound_events,
-                "pruned rows older than the retention"
-            ),
-            Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "pruning failed; will try again"),
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(interval) => {}
-            _ = shutdown.cancelled() => return,
-        }
     }
 }
 

@@ -6,16 +6,9 @@
 //! with it off, the due-rows query slows from under a millisecond to seconds within
 //! minutes of steady traffic, and deliveries stall. So at start the bridge asks; if
 //! autovacuum is off it says so and runs `VACUUM (ANALYZE)` on its tables itself at a
-//! steady pace.
-
-use std::time::Duration;
-
-use tokio_util::sync::CancellationToken;
+//! steady pace (the schedule is `jobs::vacuum`).
 
 use crate::store::{Backend, Store, StoreError};
-
-/// How often the tables are vacuumed when the server does not.
-pub const VACUUM_INTERVAL: Duration = Duration::from_secs(20);
 
 const TABLES: &str = "outbox, calls, inbound_events, delivery_attempts";
 
@@ -39,30 +32,6 @@ impl Store {
                 .await?;
         }
         Ok(())
-    }
-}
-
-/// Vacuums every [`VACUUM_INTERVAL`] until shutdown, if the server does not.
-pub async fn keep_vacuumed(store: Store, shutdown: CancellationToken) {
-    match store.needs_own_vacuum().await {
-        Ok(false) => return,
-        Ok(true) => tracing::warn!(
-            "PostgreSQL runs with autovacuum off: the bridge vacuums and analyses its own tables every {}s",
-            VACUUM_INTERVAL.as_secs()
-        ),
-        Err(e) => {
-            tracing::warn!(error = %e, "could not read PostgreSQL's autovacuum setting");
-            return;
-        }
-    }
-    loop {
-        tokio::select! {
-            _ = tokio::time::sleep(VACUUM_INTERVAL) => {}
-            _ = shutdown.cancelled() => return,
-        }
-        if let Err(e) = store.vacuum().await {
-            tracing::warn!(error = %e, "VACUUM failed; will try again");
-        }
     }
 }
 

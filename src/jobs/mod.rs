@@ -1,0 +1,40 @@
+//! The daemon's background jobs, in one place: the repairs (`reconcile`), pruning, WAL
+//! checkpoints, vacuums, systemd's watchdog and the log summary.
+//!
+//! A job only schedules: what it runs is the store's API (`Store::prune`,
+//! `Store::checkpoint`, `Store::vacuum`, ...), and each backend's mechanism stays in
+//! `store::sqlite` or `store::postgres`. Every job ends when the stop token is cancelled.
+
+pub mod checkpoint;
+pub mod log_summary;
+pub mod prune;
+pub mod reconcile;
+pub mod vacuum;
+pub mod watchdog;
+
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+
+use crate::{config::Config, store::Store};
+
+/// Starts the housekeeping on `tasks`: the log summary, WAL checkpoints, vacuums and
+/// pruning (the repairs are essential and supervised, the watchdog waits for `READY=1`:
+/// the daemon starts those itself).
+pub fn spawn_housekeeping(
+    tasks: &TaskTracker,
+    config: &Config,
+    store: &Store,
+    stop: &CancellationToken,
+) {
+    tasks.spawn(log_summary::run(
+        config.log.summary_interval(),
+        stop.clone(),
+    ));
+    tasks.spawn(checkpoint::run(store.clone(), stop.clone()));
+    tasks.spawn(vacuum::run(store.clone(), stop.clone()));
+    tasks.spawn(prune::run(
+        store.clone(),
+        std::time::Duration::from_secs_f64(config.store.retention_days * 86_400.0),
+        std::time::Duration::from_secs_f64(config.store.prune_interval_secs),
+        stop.clone(),
+    ));
+}
