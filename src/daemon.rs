@@ -115,13 +115,13 @@ pub async fn run_with(config: Config, options: RunOptions) -> anyhow::Result<()>
         token: config.api.token.clone(),
         delivery: wake.clone(),
         shutdown: stop.clone(),
-        gauges: GaugeCache::new(Duration::from_secs_f64(config.api.metrics_refresh_secs)),
+        gauges: GaugeCache::new(config.api.metrics_refresh),
     });
     let webhooks = Arc::new(AppState {
         verifier: WebhookVerifier::new(&config.livekit.keys),
         ingestor,
         max_body_bytes: config.server.max_body_bytes,
-        body_timeout: config.server.body_timeout(),
+        body_timeout: config.server.body_timeout,
         store: store.clone(),
         shutdown: stop.clone(),
     });
@@ -201,9 +201,9 @@ async fn serve(
         .with_context(|| format!("binding api.listen = {}", config.api.listen))?;
     let api_addr = api_listener.local_addr()?;
     let limits = Limits {
-        header_timeout: config.server.header_timeout(),
-        body_timeout: config.server.body_timeout(),
-        idle_timeout: config.server.idle_timeout(),
+        header_timeout: config.server.header_timeout,
+        body_timeout: config.server.body_timeout,
+        idle_timeout: config.server.idle_timeout,
         max_connections: OPERATOR_MAX_CONNECTIONS,
     };
     tasks.spawn(listener::serve(

@@ -3,8 +3,6 @@
 //! What VoiceKit's document sends customers to webhook.site and Postman for: checking
 //! that an endpoint is reachable, answers 2xx and verifies our signature.
 
-use std::time::Duration;
-
 use anyhow::{Context, bail};
 use rand::{Rng, distr::Alphanumeric};
 
@@ -93,7 +91,7 @@ pub async fn run(config: &Config, workflow: &str, event: &str) -> anyhow::Result
     println!("\n{body}\n");
     let response = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
-        .timeout(Duration::from_secs_f64(config.delivery.timeout_secs))
+        .timeout(config.delivery.timeout)
         .build()?
         .post(&wf.events_webhook_url)
         .headers(headers)

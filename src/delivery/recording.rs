@@ -8,8 +8,6 @@
 //! HeadObject (a URL to nothing helps no one) and published either as a presigned GET
 //! or under a public base URL.
 
-use std::time::Duration;
-
 use aws_sdk_s3::{
     Client,
     config::{BehaviorVersion, Region},
@@ -138,9 +136,8 @@ impl Recordings {
             key,
             message,
         };
-        let expiry =
-            PresigningConfig::expires_in(Duration::from_secs(self.config.presign_expiry_secs))
-                .map_err(|e| fail(e.to_string(), bucket.clone(), key.clone()))?;
+        let expiry = PresigningConfig::expires_in(self.config.presign_expiry)
+            .map_err(|e| fail(e.to_string(), bucket.clone(), key.clone()))?;
         match self
             .client
             .get_object()
@@ -361,7 +358,7 @@ mod tests {
             force_path_style: false,
             url_mode: mode,
             public_base_url: Some("https://recordings.voicekit.com".into()),
-            presign_expiry_secs: 604_800,
+            presign_expiry: std::time::Duration::from_secs(604_800),
             verify_object: false,
         }
     }

@@ -194,8 +194,8 @@ impl Worker {
             .build()?;
         let breakers = Breakers::new(
             config.breaker_failures,
-            Duration::from_secs_f64(config.breaker_open_secs),
-            Duration::from_secs_f64(config.breaker_max_open_secs),
+            config.breaker_open,
+            config.breaker_max_open,
         );
         Ok(Worker {
             inner: Arc::new(Inner {
@@ -206,7 +206,7 @@ impl Worker {
                 http,
                 recordings,
                 livekit,
-                policy: RetryPolicy::new(&config.retry_schedule_secs),
+                policy: RetryPolicy::new(config.retry_schedule.clone()),
                 workflows,
                 config: config.clone(),
                 breakers: Mutex::new(breakers),
@@ -459,7 +459,7 @@ impl Inner {
         // them, including those whose request is over but whose outcome is
         // still being committed (they no longer hold a slot).
         let limit = (unsettled + WINDOW_ROWS) as i64;
-        let lease = self.config.claim_lease().as_millis() as i64;
+        let lease = self.config.claim_lease.as_millis() as i64;
         let won = self
             .store
             .claim_due(now_ms(), workflow_id, hooks_only, limit, lease)
@@ -713,9 +713,7 @@ impl Inner {
             (None, _) => None,
             (Some(d), None) => Some(d),
             // The endpoint said when: honour it, within reason.
-            (Some(_), Some(asked)) => {
-                Some(asked.min(Duration::from_secs_f64(self.config.max_retry_after_secs)))
-            }
+            (Some(_), Some(asked)) => Some(asked.min(self.config.max_retry_after)),
         };
         Ok(match delay {
             Some(delay) => {
@@ -939,14 +937,14 @@ pub fn delivery_headers(
 fn target(workflows: &[Workflow], row: &OutboxRow, config: &DeliveryConfig) -> Option<Target> {
     let w = workflows.iter().find(|w| w.id == row.workflow_id)?;
     let (url, timeout) = if row.event_type == HOOK_EVENT {
-        (w.call_started_hook.clone()?, config.hook_timeout_secs)
+        (w.call_started_hook.clone()?, config.hook_timeout)
     } else {
-        (w.events_webhook_url.clone(), config.timeout_secs)
+        (w.events_webhook_url.clone(), config.timeout)
     };
     Some(Target {
         url,
         keys: w.signing_keys.clone(),
-        timeout: Duration::from_secs_f64(timeout),
+        timeout,
     })
 }
 

@@ -25,16 +25,13 @@ pub fn spawn_housekeeping(
     store: &Store,
     stop: &CancellationToken,
 ) {
-    tasks.spawn(log_summary::run(
-        config.log.summary_interval(),
-        stop.clone(),
-    ));
+    tasks.spawn(log_summary::run(config.log.summary_interval, stop.clone()));
     tasks.spawn(checkpoint::run(store.clone(), stop.clone()));
     tasks.spawn(vacuum::run(store.clone(), stop.clone()));
     tasks.spawn(prune::run(
         store.clone(),
-        std::time::Duration::from_secs_f64(config.store.retention_days * 86_400.0),
-        std::time::Duration::from_secs_f64(config.store.prune_interval_secs),
+        config.store.retention,
+        config.store.prune_interval,
         stop.clone(),
     ));
 }
