@@ -11,7 +11,7 @@ use crate::{
         CallEndedData, CallFinalizedData, CallStartedData, EgressInfoData, EventKind, VoiceKitEvent,
     },
     config::Config,
-    delivery::worker::delivery_headers,
+    delivery::headers::delivery_headers,
     store::now_ms,
 };
 

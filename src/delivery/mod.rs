@@ -1,6 +1,8 @@
 //! Getting VoiceKit events from the outbox to each workflow's endpoint.
 
+mod attempt;
 pub mod breaker;
+pub mod headers;
 pub mod policy;
 pub mod recording;
 pub mod signing;
