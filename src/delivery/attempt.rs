@@ -8,12 +8,12 @@ use reqwest::header::{HeaderMap, RETRY_AFTER};
 
 use super::{
     headers::delivery_headers,
-    recording::Published,
+    recording::{Published, RecordingError},
     worker::{Inner, Target},
 };
 use crate::{
     call::{machine::RecordingFile, voicekit},
-    livekit::api::merge_metadata,
+    livekit::api::{LiveKitApiError, merge_metadata},
     metrics,
     store::{Attempt, AttemptOutcome, HOOK_EVENT, OutboxRow, StoreError, WriteError, now_ms},
 };
@@ -35,26 +35,67 @@ pub(super) enum DeliveryError {
     Write(#[from] WriteError),
 }
 
-/// What a failed attempt tells the retry policy: its reason for the log, the status
-/// the endpoint answered (if it answered) and when it asked to be tried again.
-struct Answer<'a> {
-    why: &'a str,
-    status: Option<u16>,
-    retry_after: Option<Duration>,
-}
-
-/// Why one attempt did not get a 2xx.
+/// Why one attempt did not get a 2xx. It stays this type until the attempt is recorded:
+/// the retry policy, the breaker and the 410 handling read its variants, and only the
+/// log and the attempt's stored `error` read its text.
+#[derive(Debug, thiserror::Error)]
 enum Failure {
     /// The endpoint answered; `retry_after` from 429/503.
+    #[error("HTTP {code}")]
     Status {
         code: u16,
         body: String,
         retry_after: Option<Duration>,
     },
     /// The endpoint could not be reached, or timed out.
-    Network(String),
-    /// Nothing was sent (no endpoint configured, the recording could not be published).
-    NotSent(String),
+    #[error("{}", describe(.0))]
+    Network(reqwest::Error),
+    /// Nothing was sent.
+    #[error("{0}")]
+    NotSent(#[from] NotSent),
+}
+
+impl Failure {
+    /// Whether the endpoint itself failed (which counts against its circuit breaker).
+    fn reached_endpoint(&self) -> bool {
+        matches!(self, Failure::Status { .. } | Failure::Network(_))
+    }
+}
+
+/// Why an attempt sent nothing.
+#[derive(Debug, thiserror::Error)]
+enum NotSent {
+    #[error("workflow {workflow_id} has no {missing} configured")]
+    NoEndpoint {
+        workflow_id: i64,
+        missing: &'static str,
+    },
+    #[error("stored recording is corrupt: {0}")]
+    CorruptRecording(serde_json::Error),
+    #[error("recording: {0}")]
+    Recording(RecordingError),
+    #[error("stored payload is corrupt: {0}")]
+    CorruptPayload(serde_json::Error),
+    #[error("saving the published URL: {0}")]
+    SavingUrl(WriteError),
+    #[error("stored webhook id is not a header value")]
+    BadWebhookId,
+}
+
+/// Why a hook's 2xx answer gave the call no runtime data (recorded with the attempt;
+/// the call's events are not affected).
+#[derive(Debug, thiserror::Error)]
+enum RuntimeDataError {
+    #[error("the hook's 2xx answer is not a JSON object: no runtime data")]
+    NotAnObject,
+    #[error("storing runtime data: {0}")]
+    Storing(StoreError),
+    #[error("loading the call: {0}")]
+    Loading(StoreError),
+    #[error("the call is gone")]
+    CallGone,
+    #[error("runtime data stored, but not written to the room: {0}")]
+    Room(LiveKitApiError),
 }
 
 impl Inner {
@@ -71,17 +112,16 @@ impl Inner {
         let started = Instant::now();
         let is_hook = row.event_type == HOOK_EVENT;
         let result = match &target {
-            None => Err(Failure::NotSent(format!(
-                "workflow {} has no {} configured",
-                row.workflow_id,
-                if is_hook {
+            None => Err(Failure::NotSent(NotSent::NoEndpoint {
+                workflow_id: row.workflow_id,
+                missing: if is_hook {
                     "call_started_hook"
                 } else {
                     "events_webhook_url"
-                }
-            ))),
+                },
+            })),
             Some(t) => match self.prepare(&mut row).await {
-                Err(e) => Err(Failure::NotSent(e)),
+                Err(e) => Err(e.into()),
                 Ok(()) => self.post(t, &row).await,
             },
         };
@@ -103,7 +143,11 @@ impl Inner {
             Ok((code, body)) => {
                 attempt.status_code = Some(code);
                 if is_hook {
-                    attempt.error = self.apply_runtime_data(&row, &body).await.err();
+                    attempt.error = self
+                        .apply_runtime_data(&row, &body)
+                        .await
+                        .err()
+                        .map(|e| e.to_string());
                 }
                 attempt.response_body = Some(body);
                 self.endpoint_succeeded(&endpoint);
@@ -111,31 +155,20 @@ impl Inner {
                 AttemptOutcome::Delivered
             }
             Err(failure) => {
-                let reached_endpoint =
-                    matches!(failure, Failure::Status { .. } | Failure::Network(_));
-                let (why, status, retry_after) = match &failure {
-                    Failure::Status {
-                        code, retry_after, ..
-                    } => (format!("HTTP {code}"), Some(*code), *retry_after),
-                    Failure::Network(e) | Failure::NotSent(e) => (e.clone(), None, None),
-                };
+                if failure.reached_endpoint() {
+                    self.endpoint_failed(&endpoint);
+                }
+                let outcome = self
+                    .failure_outcome(&row, &endpoint, &failure, failures, is_hook)
+                    .await?;
                 match failure {
                     Failure::Status { code, body, .. } => {
                         attempt.status_code = Some(code);
                         attempt.response_body = Some(body);
                     }
-                    Failure::Network(e) | Failure::NotSent(e) => attempt.error = Some(e),
+                    other => attempt.error = Some(other.to_string()),
                 }
-                if reached_endpoint {
-                    self.endpoint_failed(&endpoint);
-                }
-                let answer = Answer {
-                    why: &why,
-                    status,
-                    retry_after,
-                };
-                self.failure_outcome(&row, &endpoint, answer, failures, is_hook)
-                    .await?
+                outcome
             }
         };
         if !is_hook {
@@ -200,22 +233,21 @@ impl Inner {
         &self,
         row: &OutboxRow,
         endpoint: &str,
-        answer: Answer<'_>,
+        failure: &Failure,
         failures: usize,
         is_hook: bool,
     ) -> Result<AttemptOutcome, StoreError> {
-        let Answer {
-            why,
-            status,
-            retry_after,
-        } = answer;
+        let retry_after = match failure {
+            Failure::Status { retry_after, .. } => *retry_after,
+            _ => None,
+        };
         if is_hook {
             // Runtime data only helps while the call is starting: one try, then the
             // call goes on without it (its events never wait for the hook).
-            tracing::warn!(call_id = row.call_id, endpoint, error = %why, "call_started_hook failed; the call continues without runtime data");
+            tracing::warn!(call_id = row.call_id, endpoint, error = %failure, "call_started_hook failed; the call continues without runtime data");
             return Ok(AttemptOutcome::Dead);
         }
-        if status == Some(410) {
+        if matches!(failure, Failure::Status { code: 410, .. }) {
             // The customer says the URL is gone: disable it, for every bridge and across
             // restarts, and hold this event and the endpoint's others (pending, not
             // sent) until an operator enables it again.
@@ -244,13 +276,13 @@ impl Inner {
         Ok(match delay {
             Some(delay) => {
                 tracing::warn!(call_id = row.call_id, event = %row.event_type, webhook_id = %row.webhook_id,
-                    endpoint, attempt = failures, error = %why, retry_in_secs = delay.as_secs_f64(),
+                    endpoint, attempt = failures, error = %failure, retry_in_secs = delay.as_secs_f64(),
                     "delivery failed; will retry");
                 AttemptOutcome::RetryAt(now_ms() + delay.as_millis() as i64)
             }
             None => {
                 tracing::error!(call_id = row.call_id, event = %row.event_type, webhook_id = %row.webhook_id,
-                    endpoint, attempts = failures, error = %why,
+                    endpoint, attempts = failures, error = %failure,
                     "delivery failed for the last time; marked failed");
                 AttemptOutcome::Dead
             }
@@ -258,12 +290,12 @@ impl Inner {
     }
 
     /// Publishes the recording URL into a `call_finalized` body before its first send.
-    async fn prepare(&self, row: &mut OutboxRow) -> Result<(), String> {
+    async fn prepare(&self, row: &mut OutboxRow) -> Result<(), NotSent> {
         let Some(recording) = row.recording.take() else {
             return Ok(());
         };
-        let file: RecordingFile = serde_json::from_str(&recording)
-            .map_err(|e| format!("stored recording is corrupt: {e}"))?;
+        let file: RecordingFile =
+            serde_json::from_str(&recording).map_err(NotSent::CorruptRecording)?;
         let url = match self.recordings.publish(&file).await {
             Ok(Published::Url(url)) => Some(url),
             Ok(Published::Missing { bucket, key }) => {
@@ -286,15 +318,15 @@ impl Inner {
             }
             Err(e) => {
                 row.recording = Some(recording);
-                return Err(format!("recording: {e}"));
+                return Err(NotSent::Recording(e));
             }
         };
         let payload = voicekit::with_recording_url(&row.payload, url.as_deref())
-            .map_err(|e| format!("stored payload is corrupt: {e}"))?;
+            .map_err(NotSent::CorruptPayload)?;
         self.writer
             .publish(row.id, payload.clone())
             .await
-            .map_err(|e| format!("saving the published URL: {e}"))?;
+            .map_err(NotSent::SavingUrl)?;
         row.payload = payload;
         Ok(())
     }
@@ -306,7 +338,7 @@ impl Inner {
             &target.keys,
             row.payload.as_bytes(),
         )
-        .ok_or_else(|| Failure::NotSent("stored webhook id is not a header value".into()))?;
+        .ok_or(NotSent::BadWebhookId)?;
         let response = self
             .http
             .post(&target.url)
@@ -315,7 +347,7 @@ impl Inner {
             .body(row.payload.clone())
             .send()
             .await
-            .map_err(|e| Failure::Network(describe(&e)))?;
+            .map_err(Failure::Network)?;
         let code = response.status().as_u16();
         let retry_after = matches!(code, 429 | 503)
             .then(|| retry_after(response.headers()))
@@ -335,28 +367,32 @@ impl Inner {
     /// Stores a hook's JSON object as the call's runtime data and writes it into the
     /// LiveKit room's metadata, so the agent can read it. An error is recorded with the
     /// attempt; the call's events are not affected.
-    async fn apply_runtime_data(&self, row: &OutboxRow, body: &str) -> Result<(), String> {
+    async fn apply_runtime_data(
+        &self,
+        row: &OutboxRow,
+        body: &str,
+    ) -> Result<(), RuntimeDataError> {
         let Ok(serde_json::Value::Object(data)) = serde_json::from_str(body) else {
-            return Err("the hook's 2xx answer is not a JSON object: no runtime data".into());
+            return Err(RuntimeDataError::NotAnObject);
         };
         let text = serde_json::Value::Object(data.clone()).to_string();
         self.store
             .set_runtime_data(row.call_id, &text)
             .await
-            .map_err(|e| format!("storing runtime data: {e}"))?;
+            .map_err(RuntimeDataError::Storing)?;
         let call = self
             .store
             .call_state(row.call_id)
             .await
-            .map_err(|e| format!("loading the call: {e}"))?
-            .ok_or("the call is gone")?;
+            .map_err(RuntimeDataError::Loading)?
+            .ok_or(RuntimeDataError::CallGone)?;
         let metadata = merge_metadata(&call.room_metadata, &data);
         self.livekit
             .update_room_metadata(&call.room_name, &metadata)
             .await
             .map_err(|e| {
                 tracing::warn!(call_id = row.call_id, room = %call.room_name, error = %e, "could not write runtime data into the room's metadata");
-                format!("runtime data stored, but not written to the room: {e}")
+                RuntimeDataError::Room(e)
             })?;
         tracing::info!(call_id = row.call_id, room = %call.room_name, "runtime data written to the room's metadata");
         Ok(())
