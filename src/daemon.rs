@@ -37,14 +37,14 @@ use crate::{
 
 /// The line printed on stdout once the daemon accepts webhooks (tests and scripts wait
 /// for it).
-pub const READY_LINE: &str = "voicekit-bridge listening on";
+pub(crate) const READY_LINE: &str = "voicekit-bridge listening on";
 /// Printed just before [`READY_LINE`]: where the operator API listens.
-pub const OPERATOR_API_LINE: &str = "voicekit-bridge operator API on";
+pub(crate) const OPERATOR_API_LINE: &str = "voicekit-bridge operator API on";
 
 /// How long shutdown waits for in-flight requests and deliveries before the process
 /// exits anyway (below the unit's `TimeoutStopSec=30`). A delivery cut short stays
 /// pending in the outbox and is sent after the restart.
-pub const STOP_GRACE: Duration = Duration::from_secs(25);
+pub(crate) const STOP_GRACE: Duration = Duration::from_secs(25);
 
 /// Connections the operator listener holds at most: a few operators and scrapers.
 const OPERATOR_MAX_CONNECTIONS: usize = 64;

@@ -18,13 +18,13 @@ fn send(states: &[NotifyState]) {
 }
 
 /// `READY=1`: the daemon serves webhooks on `addr`.
-pub fn ready(addr: SocketAddr, workflows: usize) {
+pub(crate) fn ready(addr: SocketAddr, workflows: usize) {
     let status = format!("listening on {addr}; {workflows} workflow(s)");
     send(&[NotifyState::Ready, NotifyState::Status(&status)]);
 }
 
 /// `STOPPING=1`: shutdown has begun.
-pub fn stopping() {
+pub(crate) fn stopping() {
     send(&[
         NotifyState::Stopping,
         NotifyState::Status("stopping: finishing in-flight requests and deliveries"),
@@ -32,7 +32,7 @@ pub fn stopping() {
 }
 
 /// `RELOADING=1` (with the `MONOTONIC_USEC` systemd asks for): a reload has begun.
-pub fn reloading() {
+pub(crate) fn reloading() {
     match NotifyState::monotonic_usec_now() {
         Ok(now) => send(&[NotifyState::Reloading, now]),
         Err(_) => send(&[NotifyState::Reloading]),
@@ -40,17 +40,17 @@ pub fn reloading() {
 }
 
 /// `READY=1` again after a reload, with what is now in force.
-pub fn reloaded(status: &str) {
+pub(crate) fn reloaded(status: &str) {
     send(&[NotifyState::Ready, NotifyState::Status(status)]);
 }
 
 /// The watchdog period systemd asked for (`WATCHDOG_USEC`, for this process), if any.
-pub fn watchdog_period() -> Option<Duration> {
+pub(crate) fn watchdog_period() -> Option<Duration> {
     sd_notify::watchdog_enabled()
 }
 
 /// `WATCHDOG=1`: the daemon is alive (`jobs::watchdog` sends it only after the store
 /// answered).
-pub fn watchdog_ping() {
+pub(crate) fn watchdog_ping() {
     send(&[NotifyState::Watchdog]);
 }

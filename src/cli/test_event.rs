@@ -16,7 +16,7 @@ use crate::{
 };
 
 /// The sample values of VoiceKit's document, timed now.
-pub fn sample(
+pub(crate) fn sample(
     kind: EventKind,
     workflow_slug: &str,
     workflow_id: i64,

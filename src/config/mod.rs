@@ -19,13 +19,11 @@ mod workflows;
 
 use std::path::{Path, PathBuf};
 
-pub use secrets::{
-    CREDENTIALS_DIRECTORY, EXAMPLE_LIVEKIT_SECRET, MIN_LIVEKIT_SECRET_CHARS, Secret,
-    expand_credentials_directory,
-};
+pub use secrets::Secret;
+pub(crate) use settings::MIN_API_TOKEN_BYTES;
 pub use settings::{
-    ApiConfig, ApiKey, DeliveryConfig, LiveKitConfig, LogConfig, LogFormat, MIN_API_TOKEN_BYTES,
-    ReconcileConfig, RecordingsConfig, ServerConfig, StoreConfig, UrlMode,
+    ApiConfig, ApiKey, DeliveryConfig, LiveKitConfig, LogConfig, LogFormat, ReconcileConfig,
+    RecordingsConfig, ServerConfig, StoreConfig, UrlMode,
 };
 
 /// A workflow is part of the domain (`crate::call::workflow`); the configuration
@@ -33,7 +31,7 @@ pub use settings::{
 pub use crate::call::workflow::Workflow;
 
 /// The workflows in force; swapped whole when the configuration is reloaded.
-pub type SharedWorkflows = std::sync::Arc<arc_swap::ArcSwap<Vec<Workflow>>>;
+pub(crate) type SharedWorkflows = std::sync::Arc<arc_swap::ArcSwap<Vec<Workflow>>>;
 
 /// A configuration problem, naming the key at fault where there is one.
 #[derive(Debug, thiserror::Error)]
@@ -59,14 +57,14 @@ fn invalid(key: impl Into<String>, reason: impl Into<String>) -> ConfigError {
 /// The validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
-    pub server: ServerConfig,
+    pub(crate) server: ServerConfig,
     pub livekit: LiveKitConfig,
-    pub store: StoreConfig,
-    pub recordings: RecordingsConfig,
-    pub delivery: DeliveryConfig,
+    pub(crate) store: StoreConfig,
+    pub(crate) recordings: RecordingsConfig,
+    pub(crate) delivery: DeliveryConfig,
     pub log: LogConfig,
-    pub api: ApiConfig,
-    pub reconcile: ReconcileConfig,
+    pub(crate) api: ApiConfig,
+    pub(crate) reconcile: ReconcileConfig,
     pub workflows: Vec<Workflow>,
     /// What is valid but unwise (a short LiveKit secret, the example secret, inline
     /// secrets in a file others can read): the daemon logs each at start and
@@ -75,12 +73,12 @@ pub struct Config {
 }
 
 /// Where the environment may supply LiveKit credentials, as LiveKit's own tools read them.
-pub trait Env {
+pub(crate) trait Env {
     fn var(&self, name: &str) -> Option<String>;
 }
 
 /// The process environment.
-pub struct ProcessEnv;
+pub(crate) struct ProcessEnv;
 
 impl Env for ProcessEnv {
     fn var(&self, name: &str) -> Option<String> {
@@ -109,7 +107,7 @@ impl Config {
     }
 
     /// Parses and validates TOML text.
-    pub fn parse(text: &str, env: &dyn Env) -> Result<Config, ConfigError> {
+    pub(crate) fn parse(text: &str, env: &dyn Env) -> Result<Config, ConfigError> {
         let raw: file::RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: PathBuf::from("<config>"),
             message: parse_message(&e, text),

@@ -17,7 +17,7 @@ impl Secret {
     pub fn new(value: impl Into<String>) -> Self {
         Secret(value.into())
     }
-    pub fn expose(&self) -> &str {
+    pub(crate) fn expose(&self) -> &str {
         &self.0
     }
 }
@@ -30,11 +30,11 @@ impl fmt::Debug for Secret {
 
 /// The LiveKit secret of the bundled example configuration (`config.toml`): fine on a
 /// developer's machine, a warning anywhere else.
-pub const EXAMPLE_LIVEKIT_SECRET: &str = "secret-for-local-development-only";
+pub(crate) const EXAMPLE_LIVEKIT_SECRET: &str = "secret-for-local-development-only";
 
 /// The shortest LiveKit secret that does not draw a warning: LiveKit's own generated
 /// secrets are longer, and an HS256 key should carry 256 bits.
-pub const MIN_LIVEKIT_SECRET_CHARS: usize = 32;
+pub(crate) const MIN_LIVEKIT_SECRET_CHARS: usize = 32;
 
 /// A warning when `path` holds a secret inline (a key the TOML file sets itself, not a
 /// `*_file`) and its group or others may read it.
@@ -126,12 +126,12 @@ pub(super) fn livekit_secret_warnings(livekit: &LiveKitConfig) -> Vec<String> {
 
 /// The environment variable systemd sets to the directory holding the unit's
 /// `LoadCredential=` files (`/run/credentials/<unit>/`).
-pub const CREDENTIALS_DIRECTORY: &str = "CREDENTIALS_DIRECTORY";
+pub(crate) const CREDENTIALS_DIRECTORY: &str = "CREDENTIALS_DIRECTORY";
 
 /// `path` with `${CREDENTIALS_DIRECTORY}` (or `$CREDENTIALS_DIRECTORY`) replaced by that
 /// variable's value, so a `*_file` key can name a systemd credential without knowing the
 /// unit's name; an error naming `key` when the path uses it and it is unset.
-pub fn expand_credentials_directory(
+pub(crate) fn expand_credentials_directory(
     key: &str,
     path: &Path,
     env: &dyn Env,

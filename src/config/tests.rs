@@ -2,7 +2,10 @@
 
 use std::time::Duration;
 
-use super::{secrets::exposed_inline_secrets, *};
+use super::{
+    secrets::{EXAMPLE_LIVEKIT_SECRET, expand_credentials_directory, exposed_inline_secrets},
+    *,
+};
 use std::collections::HashMap;
 
 struct FakeEnv(HashMap<&'static str, &'static str>);

@@ -6,12 +6,12 @@ use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderValue, USER_AGENT};
 use super::signing::{self, SigningKey};
 
 /// `voicekit-bridge/0.1.0`: lets a customer's logs tell our requests from others.
-pub const USER_AGENT_VALUE: &str = concat!("voicekit-bridge/", env!("CARGO_PKG_VERSION"));
+pub(crate) const USER_AGENT_VALUE: &str = concat!("voicekit-bridge/", env!("CARGO_PKG_VERSION"));
 
 /// The headers of one delivery attempt: JSON, our User-Agent, and the Standard
 /// Webhooks `webhook-id` / `webhook-timestamp` / `webhook-signature` (when signing).
 /// `None` if the id cannot be a header value.
-pub fn delivery_headers(
+pub(crate) fn delivery_headers(
     webhook_id: &str,
     timestamp: i64,
     keys: &[SigningKey],

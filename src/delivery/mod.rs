@@ -1,11 +1,11 @@
 //! Getting VoiceKit events from the outbox to each workflow's endpoint.
 
 mod attempt;
-pub mod breaker;
-pub mod headers;
-pub mod policy;
-pub mod recording;
-pub mod signing;
-pub mod worker;
+pub(crate) mod breaker;
+pub(crate) mod headers;
+pub(crate) mod policy;
+pub(crate) mod recording;
+pub(crate) mod signing;
+pub(crate) mod worker;
 
-pub use worker::Worker;
+pub(crate) use worker::Worker;

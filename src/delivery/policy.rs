@@ -7,18 +7,18 @@ use rand::Rng;
 /// A fixed schedule of delays with +-20% jitter, so retries of many events to one
 /// recovering endpoint do not arrive in lockstep.
 #[derive(Debug, Clone)]
-pub struct RetryPolicy {
+pub(crate) struct RetryPolicy {
     schedule: Vec<Duration>,
 }
 
 impl RetryPolicy {
-    pub fn new(schedule: Vec<Duration>) -> RetryPolicy {
+    pub(crate) fn new(schedule: Vec<Duration>) -> RetryPolicy {
         RetryPolicy { schedule }
     }
 
     /// The delay after the `failures`-th failed attempt, or `None` once the schedule is
     /// exhausted and the delivery is dead.
-    pub fn delay_after(&self, failures: usize) -> Option<Duration> {
+    pub(crate) fn delay_after(&self, failures: usize) -> Option<Duration> {
         let base = *self.schedule.get(failures.checked_sub(1)?)?;
         let factor = rand::rng().random_range(0.8..=1.2);
         Some(base.mul_f64(factor))

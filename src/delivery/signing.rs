@@ -59,7 +59,12 @@ impl SigningKey {
 }
 
 /// The `webhook-signature` header value for one attempt, or `None` without keys.
-pub fn signature(keys: &[SigningKey], id: &str, timestamp: i64, body: &[u8]) -> Option<String> {
+pub(crate) fn signature(
+    keys: &[SigningKey],
+    id: &str,
+    timestamp: i64,
+    body: &[u8],
+) -> Option<String> {
     if keys.is_empty() {
         return None;
     }

@@ -71,7 +71,7 @@ impl Window {
 /// at most this long.
 const BUSY_POLL: Duration = Duration::from_millis(20);
 
-pub struct Worker {
+pub(crate) struct Worker {
     inner: Arc<Inner>,
     wake: Arc<Notify>,
 }
@@ -130,7 +130,7 @@ pub(super) struct Target {
 }
 
 impl Worker {
-    pub fn new(
+    pub(crate) fn new(
         store: Store,
         recordings: Recordings,
         livekit: LiveKitApi,
@@ -173,7 +173,7 @@ impl Worker {
 
     /// Delivers until shutdown; in-flight deliveries then finish (bounded by the
     /// timeout) and record their outcome, so nothing is left half-sent.
-    pub async fn run(self, shutdown: CancellationToken) {
+    pub(crate) async fn run(self, shutdown: CancellationToken) {
         let mut tasks = JoinSet::new();
         let backlog = self.inner.backlog();
         let mut deadline = tokio::time::Instant::now();

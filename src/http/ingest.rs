@@ -30,7 +30,11 @@ use crate::{
     metrics::{self, WebhookResult},
 };
 
-pub async fn receive(State(app): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
+pub(super) async fn receive(
+    State(app): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
     let limit = app.max_body_bytes;
     let declared = headers
         .get(header::CONTENT_LENGTH)

@@ -44,7 +44,7 @@ use crate::metrics::{self, AcceptError, ConnectionTimeout, Listener};
 
 /// The limits one listener enforces.
 #[derive(Debug, Clone, Copy)]
-pub struct Limits {
+pub(crate) struct Limits {
     pub header_timeout: Duration,
     pub body_timeout: Duration,
     pub idle_timeout: Duration,
@@ -57,7 +57,7 @@ const MAX_BACKOFF: Duration = Duration::from_secs(1);
 
 /// Serves `app` on `listener` until `shutdown`, then lets open connections finish their
 /// requests (idle ones are closed at once) and returns when the last one is closed.
-pub async fn serve(
+pub(crate) async fn serve(
     listener: TcpListener,
     app: Router,
     limits: Limits,
@@ -351,7 +351,7 @@ impl AsyncWrite for Watched {
 /// The request body did not arrive within the listener's body timeout.
 #[derive(Debug, thiserror::Error)]
 #[error("the request body did not arrive within {0:?}")]
-pub struct BodyTimedOut(pub Duration);
+pub(crate) struct BodyTimedOut(pub Duration);
 
 /// A request body that fails with [`BodyTimedOut`] once its time is up. The timer is
 /// only set when the body is not already all there (the usual small webhook arrives

@@ -36,7 +36,7 @@ use crate::{
     store::{Store, StoreError},
 };
 
-pub struct OperatorState {
+pub(crate) struct OperatorState {
     pub store: Store,
     pub workflows: SharedWorkflows,
     pub token: Option<Secret>,
@@ -48,7 +48,7 @@ pub struct OperatorState {
     pub gauges: GaugeCache,
 }
 
-pub fn router(state: Arc<OperatorState>) -> Router {
+pub(crate) fn router(state: Arc<OperatorState>) -> Router {
     Router::new()
         .route("/api/calls", get(list_calls))
         .route("/api/calls/{id}", get(show_call))
@@ -169,7 +169,7 @@ async fn authorize(
 }
 
 /// An operator API failure: a status and a message, answered as `{"error": ...}`.
-pub struct ApiError(StatusCode, String);
+pub(crate) struct ApiError(StatusCode, String);
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {

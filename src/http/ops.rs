@@ -29,7 +29,7 @@ const STORE_CHECK: Duration = Duration::from_secs(2);
 
 /// Why the daemon cannot take webhooks now.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NotReady {
+pub(super) struct NotReady {
     /// A stable code: `shutting_down`, `store_write_failed`, `store_unreachable`, `store_slow`,
     /// `migrations_pending`, `migrations_unreadable`.
     pub reason: &'static str,
@@ -45,7 +45,7 @@ fn not_ready(reason: &'static str, detail: impl Into<String>) -> NotReady {
 }
 
 /// Whether the daemon can take webhooks now; store errors are logged here.
-pub async fn readiness(store: &Store, shutdown: &CancellationToken) -> Result<(), NotReady> {
+pub(super) async fn readiness(store: &Store, shutdown: &CancellationToken) -> Result<(), NotReady> {
     if shutdown.is_cancelled() {
         return Err(not_ready("shutting_down", "shutdown has begun"));
     }
@@ -98,7 +98,7 @@ pub async fn readiness(store: &Store, shutdown: &CancellationToken) -> Result<()
 }
 
 /// `GET /readyz` on the public listener: `ok` or `not ready`, nothing more.
-pub async fn public_readyz(State(app): State<Arc<AppState>>) -> Response {
+pub(super) async fn public_readyz(State(app): State<Arc<AppState>>) -> Response {
     match readiness(&app.store, &app.shutdown).await {
         Ok(()) => plain(StatusCode::OK, "ok\n"),
         Err(why) => {
@@ -109,7 +109,7 @@ pub async fn public_readyz(State(app): State<Arc<AppState>>) -> Response {
 }
 
 /// `GET /readyz` on the operator listener: the same answer, with the reason.
-pub async fn operator_readyz(State(s): State<Arc<OperatorState>>) -> Response {
+pub(super) async fn operator_readyz(State(s): State<Arc<OperatorState>>) -> Response {
     match readiness(&s.store, &s.shutdown).await {
         Ok(()) => (
             StatusCode::OK,
@@ -131,13 +131,13 @@ pub async fn operator_readyz(State(s): State<Arc<OperatorState>>) -> Response {
 /// The store's counts for `/metrics`, read at most once per `refresh`: counting the
 /// calls table on every scrape (several Prometheus servers, a short interval) would
 /// cost the store more than the numbers are worth.
-pub struct GaugeCache {
+pub(crate) struct GaugeCache {
     refresh: Duration,
     last: Mutex<Option<(Instant, StoreGauges)>>,
 }
 
 impl GaugeCache {
-    pub fn new(refresh: Duration) -> GaugeCache {
+    pub(crate) fn new(refresh: Duration) -> GaugeCache {
         GaugeCache {
             refresh,
             last: Mutex::new(None),
@@ -147,7 +147,7 @@ impl GaugeCache {
     /// The counts, read again if the last reading is older than `refresh`; `None` when
     /// the store did not answer. The age of the oldest pending event grows with the
     /// time since the reading.
-    pub async fn get(&self, store: &Store) -> Option<StoreGauges> {
+    pub(crate) async fn get(&self, store: &Store) -> Option<StoreGauges> {
         // One reading at a time: concurrent scrapes wait for it instead of each querying.
         let mut last = self.last.lock().await;
         let now = Instant::now();
@@ -178,7 +178,7 @@ impl GaugeCache {
 }
 
 /// `GET /metrics` on the operator listener.
-pub async fn metrics(State(s): State<Arc<OperatorState>>) -> Response {
+pub(super) async fn metrics(State(s): State<Arc<OperatorState>>) -> Response {
     let gauges = s.gauges.get(&s.store).await;
     (
         [(header::CONTENT_TYPE, metrics::CONTENT_TYPE)],

@@ -18,7 +18,7 @@ use crate::metrics::{AcceptError, ConnectionTimeout, Listener};
 
 /// One kind of event the summary counts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Event {
+pub(crate) enum Event {
     /// A webhook refused, by reason (`metrics::REJECT_REASONS`).
     Rejected(&'static str),
     /// A connection closed because headers or a body did not come in time.
@@ -33,7 +33,7 @@ static TALLY: LazyLock<Mutex<BTreeMap<Event, u64>>> = LazyLock::new(Default::def
 
 /// Counts `event`; true when it is the first of its kind this interval, so the caller
 /// logs it (with whatever detail it has) at once.
-pub fn note(event: Event) -> bool {
+pub(crate) fn note(event: Event) -> bool {
     let mut tally = TALLY.lock().unwrap_or_else(|e| e.into_inner());
     let count = tally.entry(event).or_insert(0);
     *count += 1;
@@ -42,12 +42,12 @@ pub fn note(event: Event) -> bool {
 
 /// Takes the counts so far and starts a new interval (`jobs::log_summary` calls it once
 /// per interval).
-pub fn take() -> BTreeMap<Event, u64> {
+pub(crate) fn take() -> BTreeMap<Event, u64> {
     std::mem::take(&mut *TALLY.lock().unwrap_or_else(|e| e.into_inner()))
 }
 
 /// The summary line for `tally`, or `None` when every event was already logged at once.
-pub fn render(tally: &BTreeMap<Event, u64>, interval: Duration) -> Option<String> {
+pub(crate) fn render(tally: &BTreeMap<Event, u64>, interval: Duration) -> Option<String> {
     if tally.values().all(|&n| n <= 1) {
         return None;
     }

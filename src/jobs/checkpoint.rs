@@ -9,10 +9,10 @@ use crate::store::Store;
 
 /// How often the WAL is copied back when the ingest writer is not writing (deliveries'
 /// outcomes, repairs, an idle store).
-pub const INTERVAL: Duration = Duration::from_millis(500);
+pub(crate) const INTERVAL: Duration = Duration::from_millis(500);
 
 /// Checkpoints every [`INTERVAL`] until shutdown, and once more on the way out.
-pub async fn run(store: Store, stop: CancellationToken) {
+pub(crate) async fn run(store: Store, stop: CancellationToken) {
     if !store.needs_own_checkpoints() {
         return;
     }

@@ -8,7 +8,7 @@ use tokio_util::sync::CancellationToken;
 use crate::http::summary::{render, take};
 
 /// Logs the summary every `interval` until shutdown, and once more then.
-pub async fn run(interval: Duration, stop: CancellationToken) {
+pub(crate) async fn run(interval: Duration, stop: CancellationToken) {
     let mut ticks = tokio::time::interval(interval);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     ticks.tick().await;

@@ -5,12 +5,12 @@
 //! `Store::checkpoint`, `Store::vacuum`, ...), and each backend's mechanism stays in
 //! `store::sqlite` or `store::postgres`. Every job ends when the stop token is cancelled.
 
-pub mod checkpoint;
-pub mod log_summary;
-pub mod prune;
-pub mod reconcile;
-pub mod vacuum;
-pub mod watchdog;
+pub(crate) mod checkpoint;
+pub(crate) mod log_summary;
+pub(crate) mod prune;
+pub(crate) mod reconcile;
+pub(crate) mod vacuum;
+pub(crate) mod watchdog;
 
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
@@ -19,7 +19,7 @@ use crate::{config::Config, store::Store};
 /// Starts the housekeeping on `tasks`: the log summary, WAL checkpoints, vacuums and
 /// pruning (the repairs are essential and supervised, the watchdog waits for `READY=1`:
 /// the daemon starts those itself).
-pub fn spawn_housekeeping(
+pub(crate) fn spawn_housekeeping(
     tasks: &TaskTracker,
     config: &Config,
     store: &Store,

@@ -11,7 +11,12 @@ use crate::store::{Pruned, Store, now_ms};
 const BATCH: i64 = 1000;
 
 /// Prunes now and every `interval` until shutdown.
-pub async fn run(store: Store, retention: Duration, interval: Duration, stop: CancellationToken) {
+pub(crate) async fn run(
+    store: Store,
+    retention: Duration,
+    interval: Duration,
+    stop: CancellationToken,
+) {
     loop {
         let cutoff = now_ms() - retention.as_millis() as i64;
         match store.prune(cutoff, BATCH).await {

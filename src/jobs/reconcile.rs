@@ -23,7 +23,7 @@ use crate::{
 /// rest.
 const PAGE: i64 = 200;
 
-pub struct Reconciler {
+pub(crate) struct Reconciler {
     pub store: Store,
     pub ingestor: Ingestor,
     pub livekit: LiveKitApi,
@@ -31,7 +31,7 @@ pub struct Reconciler {
 }
 
 impl Reconciler {
-    pub async fn run(self, shutdown: CancellationToken) {
+    pub(crate) async fn run(self, shutdown: CancellationToken) {
         let every = self.config.interval;
         loop {
             tokio::select! {
@@ -44,7 +44,7 @@ impl Reconciler {
     }
 
     /// Ends calls whose room has had nobody in it for `empty_room_timeout_secs`.
-    pub async fn sweep_empty_rooms(&self) {
+    pub(crate) async fn sweep_empty_rooms(&self) {
         let timeout_ms = self.config.empty_room_timeout.as_millis() as i64;
         let cutoff = now_ms() - timeout_ms;
         let phases = [Phase::Waiting.as_str(), Phase::InProgress.as_str()];
@@ -93,7 +93,7 @@ impl Reconciler {
     }
 
     /// Asks LiveKit about egresses of ended calls whose `egress_ended` never came.
-    pub async fn settle_egresses(&self) {
+    pub(crate) async fn settle_egresses(&self) {
         let cutoff = now_ms() - self.config.egress_timeout.as_millis() as i64;
         let phases = [Phase::Ended.as_str()];
         let mut after = None;

@@ -8,10 +8,10 @@ use tokio_util::sync::CancellationToken;
 use crate::store::Store;
 
 /// How often the tables are vacuumed when the server does not.
-pub const INTERVAL: Duration = Duration::from_secs(20);
+pub(crate) const INTERVAL: Duration = Duration::from_secs(20);
 
 /// Vacuums every [`INTERVAL`] until shutdown, if the store needs it.
-pub async fn run(store: Store, stop: CancellationToken) {
+pub(crate) async fn run(store: Store, stop: CancellationToken) {
     match store.needs_own_vacuum().await {
         Ok(false) => return,
         Ok(true) => tracing::warn!(

@@ -13,7 +13,7 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use crate::{store::Store, systemd};
 
 /// Starts the pings on `tasks` when systemd asked for them; nothing otherwise.
-pub fn spawn(tasks: &TaskTracker, store: Store, stop: CancellationToken) {
+pub(crate) fn spawn(tasks: &TaskTracker, store: Store, stop: CancellationToken) {
     let Some(period) = systemd::watchdog_period() else {
         return;
     };

@@ -14,7 +14,7 @@ const TABLES: &str = "outbox, calls, inbound_events, delivery_attempts";
 
 impl Store {
     /// Whether this is PostgreSQL with autovacuum off (server-wide).
-    pub async fn needs_own_vacuum(&self) -> Result<bool, StoreError> {
+    pub(crate) async fn needs_own_vacuum(&self) -> Result<bool, StoreError> {
         let Backend::Postgres(db) = self.backend() else {
             return Ok(false);
         };
@@ -25,7 +25,7 @@ impl Store {
     }
 
     /// `VACUUM (ANALYZE)` of the bridge's tables (PostgreSQL; nothing on SQLite).
-    pub async fn vacuum(&self) -> Result<(), StoreError> {
+    pub(crate) async fn vacuum(&self) -> Result<(), StoreError> {
         if let Backend::Postgres(db) = self.backend() {
             sqlx::raw_sql(sqlx::AssertSqlSafe(format!("VACUUM (ANALYZE) {TABLES}")))
                 .execute(&db.pool)

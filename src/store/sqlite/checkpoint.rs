@@ -18,13 +18,13 @@ use crate::store::{Backend, Store, StoreError};
 impl Store {
     /// Whether this store needs its WAL checkpointed by the bridge (SQLite); PostgreSQL
     /// checkpoints by itself.
-    pub fn needs_own_checkpoints(&self) -> bool {
+    pub(crate) fn needs_own_checkpoints(&self) -> bool {
         matches!(self.backend(), Backend::Sqlite(_))
     }
 
     /// Copies what the WAL holds into the database file, without waiting for readers or
     /// writers; returns the (log, checkpointed) page counts.
-    pub async fn checkpoint(&self) -> Result<Option<(i64, i64)>, StoreError> {
+    pub(crate) async fn checkpoint(&self) -> Result<Option<(i64, i64)>, StoreError> {
         let Backend::Sqlite(db) = self.backend() else {
             return Ok(None);
         };

@@ -6,7 +6,7 @@ use tokio::sync::oneshot;
 use super::*;
 use crate::{
     call::EventKind,
-    ingest::{CreatedCall, sample},
+    ingest::{plan::CreatedCall, sample},
     store::{Backend, Store, now_ms, test_sqlite_store},
 };
 
