@@ -4,20 +4,20 @@
 
 /// Descriptors kept for everything but webhook connections: the store's files and
 /// connections, deliveries, S3, LiveKit's API and the operator listener.
-pub const RESERVED: u64 = 256;
+pub(crate) const RESERVED: u64 = 256;
 
 /// The connection cap when `server.max_connections` is not set (on a roomy limit).
-pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
+pub(crate) const DEFAULT_MAX_CONNECTIONS: usize = 4096;
 
 /// The open-file limit before and after raising the soft limit to the hard one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct OpenFileLimit {
+pub(crate) struct OpenFileLimit {
     pub was: u64,
     pub now: u64,
 }
 
 /// The soft `RLIMIT_NOFILE` now.
-pub fn open_file_limit() -> std::io::Result<u64> {
+pub(crate) fn open_file_limit() -> std::io::Result<u64> {
     let mut limit = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
@@ -31,7 +31,7 @@ pub fn open_file_limit() -> std::io::Result<u64> {
 
 /// Raises the soft `RLIMIT_NOFILE` to the hard limit (a no-op when they are equal, as
 /// under the unit's `LimitNOFILE=`).
-pub fn raise_open_file_limit() -> std::io::Result<OpenFileLimit> {
+pub(crate) fn raise_open_file_limit() -> std::io::Result<OpenFileLimit> {
     let mut limit = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
@@ -60,7 +60,7 @@ pub fn raise_open_file_limit() -> std::io::Result<OpenFileLimit> {
 
 /// The webhook listener's connection cap under an open-file limit of `limit`, and a
 /// warning when the configured one leaves too few descriptors for the rest.
-pub fn connection_cap(configured: Option<usize>, limit: u64) -> (usize, Option<String>) {
+pub(crate) fn connection_cap(configured: Option<usize>, limit: u64) -> (usize, Option<String>) {
     let room = limit.saturating_sub(RESERVED).max(limit / 2);
     let room = usize::try_from(room).unwrap_or(usize::MAX).max(1);
     match configured {

@@ -14,7 +14,7 @@ use tokio::task::{JoinError, JoinHandle};
 
 /// Which essential task ended, and how.
 #[derive(Debug)]
-pub struct Ended {
+pub(crate) struct Ended {
     pub task: &'static str,
     pub how: String,
 }
@@ -33,7 +33,7 @@ impl std::error::Error for Ended {}
 
 /// Waits until one of `tasks` ends and says which and how. The handles stay usable
 /// when this future is dropped before (the graceful stop awaits them itself).
-pub async fn first_to_end(tasks: &mut [(&'static str, &mut JoinHandle<()>)]) -> Ended {
+pub(crate) async fn first_to_end(tasks: &mut [(&'static str, &mut JoinHandle<()>)]) -> Ended {
     poll_fn(|cx| {
         for (name, handle) in tasks.iter_mut() {
             if let Poll::Ready(result) = Pin::new(&mut **handle).poll(cx) {

@@ -6,9 +6,9 @@ use std::{io::IsTerminal, path::PathBuf, process::ExitCode};
 use clap::{Args, Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 use voicekit_bridge::{
-    RunOptions,
     cli::{operator::OperatorClient, test_event},
     config::{Config, LogFormat},
+    daemon::{self, RunOptions},
     reload::LogLevelSetter,
 };
 
@@ -264,7 +264,7 @@ fn main() -> ExitCode {
                 set_log_level: init_logging(&config),
             };
             let runtime = runtime();
-            let result = runtime.block_on(voicekit_bridge::run_with(config, options));
+            let result = runtime.block_on(daemon::run_with(config, options));
             // Whatever still runs after the stop grace must not hold the exit back.
             runtime.shutdown_timeout(std::time::Duration::from_secs(1));
             match result {

@@ -25,14 +25,14 @@ use prometheus_client::{
 };
 
 /// The `Content-Type` of [`render`]'s output.
-pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+pub(crate) const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// Every metric name starts with this (and `_`).
 const PREFIX: &str = "voicekit_bridge";
 
 /// What became of one webhook LiveKit sent (`result` label of `webhooks_received_total`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum WebhookResult {
+pub(crate) enum WebhookResult {
     /// Committed with everything it caused.
     Accepted,
     /// Its event id was accepted before.
@@ -46,7 +46,7 @@ pub enum WebhookResult {
 }
 
 impl WebhookResult {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             WebhookResult::Accepted => "accepted",
             WebhookResult::Duplicate => "duplicate",
@@ -59,7 +59,7 @@ impl WebhookResult {
 
 /// How one delivery attempt ended (`outcome` label of `deliveries_total`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DeliveryOutcome {
+pub(crate) enum DeliveryOutcome {
     /// The endpoint answered 2xx.
     Delivered,
     /// It did not; another attempt is scheduled.
@@ -69,7 +69,7 @@ pub enum DeliveryOutcome {
 }
 
 impl DeliveryOutcome {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             DeliveryOutcome::Delivered => "delivered",
             DeliveryOutcome::Retry => "retry",
@@ -80,7 +80,7 @@ impl DeliveryOutcome {
 
 /// The rejection reasons known in advance; they are exported as 0 before the first one,
 /// so `rate()` and alerts work from the start.
-pub const REJECT_REASONS: &[&str] = &[
+pub(crate) const REJECT_REASONS: &[&str] = &[
     "missing_token",
     "malformed_token",
     "unknown_key",
@@ -118,7 +118,7 @@ const LIVEKIT_EVENTS: &[&str] = &[
 
 /// Which listener a connection came to (`listener` label).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Listener {
+pub(crate) enum Listener {
     /// `[server] listen`: LiveKit's webhooks, `/healthz`, `/readyz`.
     Webhook,
     /// `[api] listen`: the operator API and `/metrics`.
@@ -126,7 +126,7 @@ pub enum Listener {
 }
 
 impl Listener {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Listener::Webhook => "webhook",
             Listener::Operator => "operator",
@@ -136,7 +136,7 @@ impl Listener {
 
 /// Why the daemon closed a connection it had accepted (`phase` label).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum ConnectionTimeout {
+pub(crate) enum ConnectionTimeout {
     /// The request's headers did not arrive in time.
     Header,
     /// The request's body did not arrive in time (answered 408).
@@ -146,7 +146,7 @@ pub enum ConnectionTimeout {
 }
 
 impl ConnectionTimeout {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             ConnectionTimeout::Header => "header",
             ConnectionTimeout::Body => "body",
@@ -158,14 +158,14 @@ impl ConnectionTimeout {
 /// Why `accept` failed (`kind` label): out of descriptors (`EMFILE`, `ENFILE`), out
 /// of memory (`ENOBUFS`, `ENOMEM`), or anything else.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum AcceptError {
+pub(crate) enum AcceptError {
     Descriptors,
     Memory,
     Other,
 }
 
 impl AcceptError {
-    pub fn of(e: &std::io::Error) -> AcceptError {
+    pub(crate) fn of(e: &std::io::Error) -> AcceptError {
         match e.raw_os_error() {
             Some(libc::EMFILE | libc::ENFILE) => AcceptError::Descriptors,
             Some(libc::ENOBUFS | libc::ENOMEM) => AcceptError::Memory,
@@ -173,7 +173,7 @@ impl AcceptError {
         }
     }
 
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             AcceptError::Descriptors => "descriptors",
             AcceptError::Memory => "memory",
@@ -386,7 +386,7 @@ fn event_label(event: &str) -> String {
 
 /// Counts a webhook: `event` is LiveKit's event type (`unknown` when it was refused
 /// before the body was parsed).
-pub fn webhook_received(event: &str, result: WebhookResult) {
+pub(crate) fn webhook_received(event: &str, result: WebhookResult) {
     METRICS
         .webhooks_received
         .get_or_create(&WebhookLabels {
@@ -398,7 +398,7 @@ pub fn webhook_received(event: &str, result: WebhookResult) {
 
 /// Counts a webhook refused with a 4xx: `webhooks_rejected_total{reason}` and
 /// `webhooks_received_total{event="unknown",result="rejected"}`.
-pub fn webhook_rejected(reason: &str) {
+pub(crate) fn webhook_rejected(reason: &str) {
     METRICS
         .webhooks_rejected
         .get_or_create(&ReasonLabels {
@@ -409,7 +409,7 @@ pub fn webhook_rejected(reason: &str) {
 }
 
 /// One more (`opened`) or one fewer open connection on `listener`.
-pub fn connection_open(listener: Listener, opened: bool) {
+pub(crate) fn connection_open(listener: Listener, opened: bool) {
     let gauge = METRICS.connections_open.get_or_create(&ListenerLabels {
         listener: listener.as_str(),
     });
@@ -421,7 +421,7 @@ pub fn connection_open(listener: Listener, opened: bool) {
 }
 
 /// Counts a connection closed by one of the listener's timeouts.
-pub fn connection_timed_out(listener: Listener, phase: ConnectionTimeout) {
+pub(crate) fn connection_timed_out(listener: Listener, phase: ConnectionTimeout) {
     METRICS
         .connection_timeouts
         .get_or_create(&TimeoutLabels {
@@ -432,7 +432,7 @@ pub fn connection_timed_out(listener: Listener, phase: ConnectionTimeout) {
 }
 
 /// Counts a failed `accept`.
-pub fn accept_failed(listener: Listener, kind: AcceptError) {
+pub(crate) fn accept_failed(listener: Listener, kind: AcceptError) {
     METRICS
         .accept_errors
         .get_or_create(&AcceptErrorLabels {
@@ -443,7 +443,7 @@ pub fn accept_failed(listener: Listener, kind: AcceptError) {
 }
 
 /// Counts a listener reaching its connection cap.
-pub fn connection_limit_reached(listener: Listener) {
+pub(crate) fn connection_limit_reached(listener: Listener) {
     METRICS
         .connection_limit_reached
         .get_or_create(&ListenerLabels {
@@ -454,7 +454,7 @@ pub fn connection_limit_reached(listener: Listener) {
 
 /// Records one finished delivery attempt of an event of workflow `workflow_slug`, which
 /// took `seconds` (request start to answer or error).
-pub fn delivery_finished(workflow_slug: &str, outcome: DeliveryOutcome, seconds: f64) {
+pub(crate) fn delivery_finished(workflow_slug: &str, outcome: DeliveryOutcome, seconds: f64) {
     METRICS
         .deliveries
         .get_or_create(&DeliveryLabels {
@@ -466,28 +466,28 @@ pub fn delivery_finished(workflow_slug: &str, outcome: DeliveryOutcome, seconds:
 }
 
 /// Counts one failed S3 request.
-pub fn s3_error() {
+pub(crate) fn s3_error() {
     METRICS.s3_errors.inc();
 }
 
 /// Counts one write the store could not commit.
-pub fn store_write_failed() {
+pub(crate) fn store_write_failed() {
     METRICS.store_write_failures.inc();
 }
 
 /// Records one committed store transaction that took `seconds`.
-pub fn store_commit(seconds: f64) {
+pub(crate) fn store_commit(seconds: f64) {
     METRICS.store_commit.observe(seconds);
 }
 
 /// Records one fsync of the SQLite WAL by the ingest writer's sync thread.
-pub fn wal_sync(seconds: f64) {
+pub(crate) fn wal_sync(seconds: f64) {
     METRICS.wal_sync.observe(seconds);
 }
 
 /// What `/metrics` reads from the store at scrape time.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct StoreGauges {
+pub(crate) struct StoreGauges {
     /// Calls per `calls.phase` value.
     pub calls_by_state: Vec<(String, i64)>,
     /// Outbox rows still `pending`.
@@ -498,7 +498,7 @@ pub struct StoreGauges {
 
 /// The whole exposition: the process-wide metrics and, when the store answered, the
 /// gauges read from it.
-pub fn render(store: Option<&StoreGauges>) -> String {
+pub(crate) fn render(store: Option<&StoreGauges>) -> String {
     let mut out = String::new();
     // Writing into a String cannot fail.
     let _ = text::encode_registry(&mut out, &METRICS.registry);

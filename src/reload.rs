@@ -22,14 +22,14 @@ pub type LogLevelSetter = Box<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
 
 /// What one successful reload changed.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Reloaded {
+pub(crate) struct Reloaded {
     pub workflows: usize,
     /// Sections that differ from the running ones but take effect only after a restart.
     pub need_restart: Vec<&'static str>,
 }
 
 /// Holds what is in force, and replaces the reloadable part of it on request.
-pub struct Reloader {
+pub(crate) struct Reloader {
     path: PathBuf,
     running: Config,
     workflows: SharedWorkflows,
@@ -41,7 +41,7 @@ pub struct Reloader {
 
 impl Reloader {
     /// `running` is the configuration the daemon started with, read from `path`.
-    pub fn new(
+    pub(crate) fn new(
         path: PathBuf,
         running: Config,
         workflows: SharedWorkflows,
@@ -58,7 +58,7 @@ impl Reloader {
     }
 
     /// Re-reads the file; on success the new workflows (and log level) are in force.
-    pub fn reload(&mut self) -> Result<Reloaded, ConfigError> {
+    pub(crate) fn reload(&mut self) -> Result<Reloaded, ConfigError> {
         let new = Config::load(&self.path)?;
         let need_restart = restart_needed(&self.running, &new);
         if new.log.level != self.running.log.level
@@ -79,7 +79,7 @@ impl Reloader {
     }
 
     /// Reloads on every signal `hup` delivers, for as long as the runtime runs.
-    pub fn spawn(mut self, mut hup: Signal) -> JoinHandle<()> {
+    pub(crate) fn spawn(mut self, mut hup: Signal) -> JoinHandle<()> {
         tokio::spawn(async move {
             while hup.recv().await.is_some() {
                 systemd::reloading();

@@ -10,9 +10,6 @@
 use std::{net::SocketAddr, time::Duration};
 
 use sd_notify::NotifyState;
-use tokio::task::JoinHandle;
-
-use crate::{shutdown::Shutdown, store::Store};
 
 fn send(states: &[NotifyState]) {
     if let Err(e) = sd_notify::notify(states) {
@@ -21,13 +18,13 @@ fn send(states: &[NotifyState]) {
 }
 
 /// `READY=1`: the daemon serves webhooks on `addr`.
-pub fn ready(addr: SocketAddr, workflows: usize) {
+pub(crate) fn ready(addr: SocketAddr, workflows: usize) {
     let status = format!("listening on {addr}; {workflows} workflow(s)");
     send(&[NotifyState::Ready, NotifyState::Status(&status)]);
 }
 
 /// `STOPPING=1`: shutdown has begun.
-pub fn stopping() {
+pub(crate) fn stopping() {
     send(&[
         NotifyState::Stopping,
         NotifyState::Status("stopping: finishing in-flight requests and deliveries"),
@@ -35,7 +32,7 @@ pub fn stopping() {
 }
 
 /// `RELOADING=1` (with the `MONOTONIC_USEC` systemd asks for): a reload has begun.
-pub fn reloading() {
+pub(crate) fn reloading() {
     match NotifyState::monotonic_usec_now() {
         Ok(now) => send(&[NotifyState::Reloading, now]),
         Err(_) => send(&[NotifyState::Reloading]),
@@ -43,40 +40,17 @@ pub fn reloading() {
 }
 
 /// `READY=1` again after a reload, with what is now in force.
-pub fn reloaded(status: &str) {
+pub(crate) fn reloaded(status: &str) {
     send(&[NotifyState::Ready, NotifyState::Status(status)]);
 }
 
-/// When systemd asked for watchdog pings (`WATCHDOG_USEC`, for this process), starts a
-/// task that pings twice per period, each time only after `store` answered within half
-/// a period. A store that hangs or fails therefore stops the pings, and systemd
-/// restarts the service. Pings end with shutdown (systemd stops watching after
-/// `STOPPING=1`; `TimeoutStopSec=` bounds the stop instead).
-pub fn spawn_watchdog(store: Store, mut shutdown: Shutdown) -> Option<JoinHandle<()>> {
-    let period = sd_notify::watchdog_enabled()?;
-    let every = (period / 2).max(Duration::from_millis(1));
-    tracing::info!(
-        watchdog_secs = period.as_secs_f64(),
-        "systemd watchdog enabled"
-    );
-    Some(tokio::spawn(async move {
-        let mut tick = tokio::time::interval(every);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = tick.tick() => {}
-                _ = shutdown.wait() => return,
-            }
-            match tokio::time::timeout(every, store.ping()).await {
-                Ok(Ok(())) => send(&[NotifyState::Watchdog]),
-                Ok(Err(e)) => {
-                    tracing::warn!(error = %e, "store unhealthy: withholding the watchdog ping")
-                }
-                Err(_) => tracing::warn!(
-                    timeout_secs = every.as_secs_f64(),
-                    "store did not answer in time: withholding the watchdog ping"
-                ),
-            }
-        }
-    }))
+/// The watchdog period systemd asked for (`WATCHDOG_USEC`, for this process), if any.
+pub(crate) fn watchdog_period() -> Option<Duration> {
+    sd_notify::watchdog_enabled()
+}
+
+/// `WATCHDOG=1`: the daemon is alive (`jobs::watchdog` sends it only after the store
+/// answered).
+pub(crate) fn watchdog_ping() {
+    send(&[NotifyState::Watchdog]);
 }

@@ -90,7 +90,11 @@ pub fn queues(
     steps: &[Step],
     ttl: Duration,
 ) -> Vec<Vec<Signed>> {
-    let t0 = voicekit_bridge::store::now_ms() / 1000 - 120;
+    let t0 = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("the clock is after 1970")
+        .as_secs() as i64
+        - 120;
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
     let mut out: Vec<Vec<Signed>> = (0..connections).map(|_| Vec::new()).collect();
     std::thread::scope(|s| {

@@ -25,42 +25,42 @@ use crate::{
 /// Everything the bridge remembers about one call (one LiveKit room instance).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CallState {
-    pub call_id: i64,
-    pub call_slug: String,
-    pub workflow_id: i64,
-    pub workflow_slug: String,
-    pub organization_id: i64,
-    pub room_sid: String,
-    pub room_name: String,
-    pub room_created_at_ms: Option<i64>,
+    pub(crate) call_id: i64,
+    pub(crate) call_slug: String,
+    pub(crate) workflow_id: i64,
+    pub(crate) workflow_slug: String,
+    pub(crate) organization_id: i64,
+    pub(crate) room_sid: String,
+    pub(crate) room_name: String,
+    pub(crate) room_created_at_ms: Option<i64>,
     /// The room's metadata as LiveKit last reported it (runtime data is merged into it).
     #[serde(default)]
-    pub room_metadata: String,
-    pub metadata_phone: Option<String>,
-    pub sip_phone: Option<String>,
+    pub(crate) room_metadata: String,
+    pub(crate) metadata_phone: Option<String>,
+    pub(crate) sip_phone: Option<String>,
     /// Participants in the room now, egress recorders excluded.
-    pub present: BTreeSet<String>,
-    pub last_left_at_ms: Option<i64>,
-    pub started_at_ms: Option<i64>,
-    pub ended_at_ms: Option<i64>,
-    pub duration_seconds: Option<i64>,
+    pub(crate) present: BTreeSet<String>,
+    pub(crate) last_left_at_ms: Option<i64>,
+    pub(crate) started_at_ms: Option<i64>,
+    pub(crate) ended_at_ms: Option<i64>,
+    pub(crate) duration_seconds: Option<i64>,
     /// Egresses seen for this room, for reconciling one whose end never arrives.
-    pub egress_ids: BTreeSet<String>,
+    pub(crate) egress_ids: BTreeSet<String>,
     /// The first egress to end; it decides `call_finalized`.
-    pub egress: Option<EgressOutcome>,
-    pub finalized: bool,
+    pub(crate) egress: Option<EgressOutcome>,
+    pub(crate) finalized: bool,
     /// What the bridge had to repair because LiveKit lost an event, for the operator.
     #[serde(default)]
-    pub repairs: Vec<String>,
+    pub(crate) repairs: Vec<String>,
 }
 
 /// Events the bridge itself raises when LiveKit's never came (its webhook queue is in
 /// memory and drops events): they act like LiveKit's own and are noted on the call.
-pub const REPAIR_ROOM_FINISHED: &str = "bridge_room_timeout";
-pub const REPAIR_EGRESS_ENDED: &str = "bridge_egress_reconciled";
+pub(crate) const REPAIR_ROOM_FINISHED: &str = "bridge_room_timeout";
+pub(crate) const REPAIR_EGRESS_ENDED: &str = "bridge_egress_reconciled";
 
 /// Whether an event type can change a call; others are acknowledged and ignored.
-pub fn concerns_calls(event: &str) -> bool {
+pub(crate) fn concerns_calls(event: &str) -> bool {
     matches!(
         event,
         "room_started"
@@ -78,25 +78,25 @@ pub fn concerns_calls(event: &str) -> bool {
 
 /// How the call's recording ended, as far as `call_finalized` needs to know.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct EgressOutcome {
-    pub at_ms: i64,
-    pub info: EgressInfoData,
-    pub file: Option<RecordingFile>,
+pub(crate) struct EgressOutcome {
+    pub(crate) at_ms: i64,
+    pub(crate) info: EgressInfoData,
+    pub(crate) file: Option<RecordingFile>,
 }
 
 /// A recording the egress says it uploaded, to be confirmed and turned into a URL.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RecordingFile {
-    pub filename: String,
-    pub location: String,
+pub(crate) struct RecordingFile {
+    pub(crate) filename: String,
+    pub(crate) location: String,
 }
 
 /// What the call wants sent; `recording` is set on `call_finalized` when a URL must be
 /// published for a file before delivery.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Emitted {
-    pub event: VoiceKitEvent,
-    pub recording: Option<RecordingFile>,
+    pub(crate) event: VoiceKitEvent,
+    pub(crate) recording: Option<RecordingFile>,
 }
 
 /// The result of applying one LiveKit event.
@@ -108,7 +108,7 @@ pub struct Transition {
 
 /// The room's phase, for listing calls.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Phase {
+pub(crate) enum Phase {
     Waiting,
     InProgress,
     Ended,
@@ -116,7 +116,7 @@ pub enum Phase {
 }
 
 impl Phase {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Phase::Waiting => "waiting",
             Phase::InProgress => "in_progress",
@@ -159,7 +159,7 @@ impl CallState {
         }
     }
 
-    pub fn phase(&self) -> Phase {
+    pub(crate) fn phase(&self) -> Phase {
         match (self.started_at_ms, self.ended_at_ms, self.finalized) {
             (_, _, true) => Phase::Finalized,
             (_, Some(_), false) => Phase::Ended,
@@ -169,7 +169,7 @@ impl CallState {
     }
 
     /// The SIP caller's number when one is in the room, else the room metadata's.
-    pub fn phone_number(&self) -> Option<String> {
+    pub(crate) fn phone_number(&self) -> Option<String> {
         self.sip_phone
             .clone()
             .or_else(|| self.metadata_phone.clone())

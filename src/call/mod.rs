@@ -5,7 +5,7 @@
 
 pub mod invariants;
 pub mod machine;
-pub mod voicekit;
+pub(crate) mod voicekit;
 pub mod workflow;
 
 #[cfg(test)]
@@ -13,6 +13,6 @@ mod properties;
 #[cfg(test)]
 mod quirks;
 
-pub use machine::{CallState, Transition};
-pub use voicekit::{EventKind, VoiceKitEvent};
+pub use machine::CallState;
+pub(crate) use voicekit::EventKind;
 pub use workflow::Workflow;

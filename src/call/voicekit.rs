@@ -6,16 +6,18 @@
 use serde::{Deserialize, Serialize};
 use time::{OffsetDateTime, format_description::FormatItem, macros::format_description};
 
+// The variants are VoiceKit's event names (call_started, call_ended, call_finalized).
+#[allow(clippy::enum_variant_names)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum EventKind {
+pub(crate) enum EventKind {
     CallStarted,
     CallEnded,
     CallFinalized,
 }
 
 impl EventKind {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             EventKind::CallStarted => "call_started",
             EventKind::CallEnded => "call_ended",
@@ -24,7 +26,7 @@ impl EventKind {
     }
 
     /// Position in a call's life: the order in which the customer must see them.
-    pub fn seq(self) -> i64 {
+    pub(crate) fn seq(self) -> i64 {
         match self {
             EventKind::CallStarted => 1,
             EventKind::CallEnded => 2,
@@ -32,7 +34,7 @@ impl EventKind {
         }
     }
 
-    pub fn parse(s: &str) -> Option<EventKind> {
+    pub(crate) fn parse(s: &str) -> Option<EventKind> {
         [
             EventKind::CallStarted,
             EventKind::CallEnded,
@@ -44,14 +46,14 @@ impl EventKind {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CallStartedData {
+pub(crate) struct CallStartedData {
     pub call_id: i64,
     pub workflow_slug: String,
     pub phone_number: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CallEndedData {
+pub(crate) struct CallEndedData {
     pub call_id: i64,
     pub workflow_slug: String,
     pub phone_number: Option<String>,
@@ -60,7 +62,7 @@ pub struct CallEndedData {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CallFinalizedData {
+pub(crate) struct CallFinalizedData {
     pub call_id: i64,
     pub call_slug: String,
     pub recording_url: Option<String>,
@@ -72,7 +74,7 @@ pub struct CallFinalizedData {
 /// LiveKit's egress result as VoiceKit publishes it: nanosecond times, duration and
 /// size as decimal strings, the status by its enum name, the file type by extension.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct EgressInfoData {
+pub(crate) struct EgressInfoData {
     pub egress_id: String,
     pub room_id: String,
     pub room_name: String,
@@ -86,10 +88,11 @@ pub struct EgressInfoData {
 }
 
 /// An outgoing event: what happened, when, and its data.
-// Short-lived (a few per webhook, serialised at once): boxing would buy nothing.
-#[allow(clippy::large_enum_variant)]
+// Short-lived (a few per webhook, serialised at once): boxing would buy nothing. The
+// variants are VoiceKit's event names.
+#[allow(clippy::large_enum_variant, clippy::enum_variant_names)]
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum VoiceKitEvent {
+pub(crate) enum VoiceKitEvent {
     CallStarted { at_ms: i64, data: CallStartedData },
     CallEnded { at_ms: i64, data: CallEndedData },
     CallFinalized { at_ms: i64, data: CallFinalizedData },
@@ -103,7 +106,7 @@ struct Envelope<'a, T> {
 }
 
 impl VoiceKitEvent {
-    pub fn kind(&self) -> EventKind {
+    pub(crate) fn kind(&self) -> EventKind {
         match self {
             VoiceKitEvent::CallStarted { .. } => EventKind::CallStarted,
             VoiceKitEvent::CallEnded { .. } => EventKind::CallEnded,
@@ -112,7 +115,7 @@ impl VoiceKitEvent {
     }
 
     /// The JSON body delivered to the workflow's endpoint.
-    pub fn to_json(&self) -> String {
+    pub(crate) fn to_json(&self) -> String {
         fn envelope<T: Serialize>(kind: EventKind, at_ms: i64, data: &T) -> String {
             serde_json::to_string(&Envelope {
                 event: kind.as_str(),
@@ -131,7 +134,10 @@ impl VoiceKitEvent {
 
 /// Fills in `recording_url` of a stored `call_finalized` body once the recording is
 /// confirmed, keeping every other byte as it was.
-pub fn with_recording_url(body: &str, url: Option<&str>) -> Result<String, serde_json::Error> {
+pub(crate) fn with_recording_url(
+    body: &str,
+    url: Option<&str>,
+) -> Result<String, serde_json::Error> {
     let mut envelope: Envelope<'_, CallFinalizedData> = serde_json::from_str(body)?;
     envelope.data.recording_url = url.map(str::to_owned);
     serde_json::to_string(&envelope)
@@ -141,7 +147,7 @@ const RFC3339_MS: &[FormatItem<'static>] =
     format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z");
 
 /// `2024-01-15T10:30:00.000Z` for a unix time in milliseconds.
-pub fn rfc3339_ms(unix_ms: i64) -> String {
+pub(crate) fn rfc3339_ms(unix_ms: i64) -> String {
     let t = OffsetDateTime::from_unix_timestamp_nanos(i128::from(unix_ms) * 1_000_000)
         .unwrap_or(OffsetDateTime::UNIX_EPOCH);
     t.format(RFC3339_MS)
@@ -149,7 +155,7 @@ pub fn rfc3339_ms(unix_ms: i64) -> String {
 }
 
 /// Whole minutes billed: at least one, any started minute counts.
-pub fn duration_minutes(duration_seconds: i64) -> i64 {
+pub(crate) fn duration_minutes(duration_seconds: i64) -> i64 {
     ((duration_seconds.max(0) + 59) / 60).max(1)
 }
 

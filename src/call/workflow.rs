@@ -9,26 +9,30 @@ use crate::delivery::signing::SigningKey;
 /// A VoiceKit workflow: where its calls' events go and which rooms belong to it.
 #[derive(Debug, Clone)]
 pub struct Workflow {
-    pub id: i64,
-    pub slug: String,
-    pub organization_id: i64,
-    pub events_webhook_url: String,
-    pub call_started_hook: Option<String>,
-    pub room_pattern: Option<Regex>,
+    pub(crate) id: i64,
+    pub(crate) slug: String,
+    pub(crate) organization_id: i64,
+    pub(crate) events_webhook_url: String,
+    pub(crate) call_started_hook: Option<String>,
+    pub(crate) room_pattern: Option<Regex>,
     /// Standard Webhooks keys; every delivery is signed with each (empty: unsigned).
-    pub signing_keys: Vec<SigningKey>,
+    pub(crate) signing_keys: Vec<SigningKey>,
 }
 
 /// A room's place in VoiceKit: its workflow and, when the room name carries one, the slug.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Assignment {
-    pub workflow_id: i64,
-    pub call_slug: Option<String>,
+pub(crate) struct Assignment {
+    pub(crate) workflow_id: i64,
+    pub(crate) call_slug: Option<String>,
 }
 
 /// Maps a room to a workflow: room metadata `workflow_slug`/`workflow_id` first, else the
 /// first workflow whose `room_pattern` matches the room name. `None`: the room is no call.
-pub fn assign(workflows: &[Workflow], room_name: &str, metadata: &str) -> Option<Assignment> {
+pub(crate) fn assign(
+    workflows: &[Workflow],
+    room_name: &str,
+    metadata: &str,
+) -> Option<Assignment> {
     let meta = parse_metadata(metadata);
     let named = meta.as_ref().and_then(|m| {
         let by_slug = m.get("workflow_slug").and_then(Value::as_str);
@@ -62,7 +66,7 @@ pub fn assign(workflows: &[Workflow], room_name: &str, metadata: &str) -> Option
 }
 
 /// `phone_number` from the room's JSON metadata, if it has one.
-pub fn metadata_phone_number(metadata: &str) -> Option<String> {
+pub(crate) fn metadata_phone_number(metadata: &str) -> Option<String> {
     // Only the one field: the other keys are skipped, not built into a map.
     #[derive(serde::Deserialize)]
     struct Phone {

@@ -8,14 +8,14 @@ use comfy_table::{CellAlignment, Table, presets::NOTHING};
 
 /// A column: its header and how its values are aligned.
 #[derive(Debug, Clone, Copy)]
-pub struct Column {
+pub(super) struct Column {
     pub header: &'static str,
     pub numeric: bool,
 }
 
 impl Column {
     /// Text, aligned to the left.
-    pub const fn text(header: &'static str) -> Column {
+    pub(super) const fn text(header: &'static str) -> Column {
         Column {
             header,
             numeric: false,
@@ -23,7 +23,7 @@ impl Column {
     }
 
     /// A number, aligned to the right.
-    pub const fn number(header: &'static str) -> Column {
+    pub(super) const fn number(header: &'static str) -> Column {
         Column {
             header,
             numeric: true,
@@ -33,7 +33,7 @@ impl Column {
 
 /// The table of `rows` under `columns`, one line per row (line breaks inside a value
 /// become spaces, so a row never spans two lines).
-pub fn render(columns: &[Column], rows: impl IntoIterator<Item = Vec<String>>) -> String {
+pub(super) fn render(columns: &[Column], rows: impl IntoIterator<Item = Vec<String>>) -> String {
     let mut table = Table::new();
     table.load_style(NOTHING);
     table.set_header(columns.iter().map(|c| c.header).collect::<Vec<_>>());

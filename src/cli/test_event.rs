@@ -3,8 +3,6 @@
 //! What VoiceKit's document sends customers to webhook.site and Postman for: checking
 //! that an endpoint is reachable, answers 2xx and verifies our signature.
 
-use std::time::Duration;
-
 use anyhow::{Context, bail};
 use rand::{Rng, distr::Alphanumeric};
 
@@ -13,12 +11,12 @@ use crate::{
         CallEndedData, CallFinalizedData, CallStartedData, EgressInfoData, EventKind, VoiceKitEvent,
     },
     config::Config,
-    delivery::worker::delivery_headers,
+    delivery::headers::delivery_headers,
     store::now_ms,
 };
 
 /// The sample values of VoiceKit's document, timed now.
-pub fn sample(
+pub(crate) fn sample(
     kind: EventKind,
     workflow_slug: &str,
     workflow_id: i64,
@@ -93,7 +91,7 @@ pub async fn run(config: &Config, workflow: &str, event: &str) -> anyhow::Result
     println!("\n{body}\n");
     let response = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
-        .timeout(Duration::from_secs_f64(config.delivery.timeout_secs))
+        .timeout(config.delivery.timeout)
         .build()?
         .post(&wf.events_webhook_url)
         .headers(headers)

@@ -11,7 +11,7 @@ use std::{
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum State {
+pub(crate) enum State {
     Closed,
     /// Paused until the given instant.
     Open(Instant),
@@ -21,7 +21,7 @@ pub enum State {
 
 /// What a recorded result changed, so the caller can log it once.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Change {
+pub(crate) enum Change {
     None,
     Opened { failures: u32, pause: Duration },
     Closed,
@@ -35,7 +35,7 @@ struct Endpoint {
 }
 
 #[derive(Debug)]
-pub struct Breakers {
+pub(crate) struct Breakers {
     threshold: u32,
     base: Duration,
     max: Duration,
@@ -43,7 +43,7 @@ pub struct Breakers {
 }
 
 impl Breakers {
-    pub fn new(threshold: u32, base: Duration, max: Duration) -> Breakers {
+    pub(crate) fn new(threshold: u32, base: Duration, max: Duration) -> Breakers {
         Breakers {
             threshold,
             base,
@@ -52,7 +52,7 @@ impl Breakers {
         }
     }
 
-    pub fn state(&self, endpoint: &str, now: Instant) -> State {
+    pub(crate) fn state(&self, endpoint: &str, now: Instant) -> State {
         match self.endpoints.get(endpoint) {
             Some(e) if e.failures >= self.threshold => match e.open_until {
                 Some(until) if until > now => State::Open(until),
@@ -62,14 +62,14 @@ impl Breakers {
         }
     }
 
-    pub fn success(&mut self, endpoint: &str) -> Change {
+    pub(crate) fn success(&mut self, endpoint: &str) -> Change {
         match self.endpoints.remove(endpoint) {
             Some(e) if e.failures >= self.threshold => Change::Closed,
             _ => Change::None,
         }
     }
 
-    pub fn failure(&mut self, endpoint: &str, now: Instant) -> Change {
+    pub(crate) fn failure(&mut self, endpoint: &str, now: Instant) -> Change {
         let e = self
             .endpoints
             .entry(endpoint.to_owned())
@@ -94,7 +94,7 @@ impl Breakers {
     }
 
     /// The earliest instant a paused endpoint may be probed again.
-    pub fn next_reopen(&self, now: Instant) -> Option<Instant> {
+    pub(crate) fn next_reopen(&self, now: Instant) -> Option<Instant> {
         self.endpoints
             .values()
             .filter_map(|e| e.open_until)

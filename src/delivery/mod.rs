@@ -1,8 +1,11 @@
 //! Getting VoiceKit events from the outbox to each workflow's endpoint.
 
-pub mod breaker;
-pub mod policy;
-pub mod signing;
-pub mod worker;
+mod attempt;
+pub(crate) mod breaker;
+pub(crate) mod headers;
+pub(crate) mod policy;
+pub(crate) mod recording;
+pub(crate) mod signing;
+pub(crate) mod worker;
 
-pub use worker::Worker;
+pub(crate) use worker::Worker;

@@ -7,23 +7,18 @@ use rand::Rng;
 /// A fixed schedule of delays with +-20% jitter, so retries of many events to one
 /// recovering endpoint do not arrive in lockstep.
 #[derive(Debug, Clone)]
-pub struct RetryPolicy {
+pub(crate) struct RetryPolicy {
     schedule: Vec<Duration>,
 }
 
 impl RetryPolicy {
-    pub fn new(schedule_secs: &[f64]) -> RetryPolicy {
-        RetryPolicy {
-            schedule: schedule_secs
-                .iter()
-                .map(|s| Duration::from_secs_f64(*s))
-                .collect(),
-        }
+    pub(crate) fn new(schedule: Vec<Duration>) -> RetryPolicy {
+        RetryPolicy { schedule }
     }
 
     /// The delay after the `failures`-th failed attempt, or `None` once the schedule is
     /// exhausted and the delivery is dead.
-    pub fn delay_after(&self, failures: usize) -> Option<Duration> {
+    pub(crate) fn delay_after(&self, failures: usize) -> Option<Duration> {
         let base = *self.schedule.get(failures.checked_sub(1)?)?;
         let factor = rand::rng().random_range(0.8..=1.2);
         Some(base.mul_f64(factor))
@@ -36,7 +31,7 @@ mod tests {
 
     #[test]
     fn follows_the_schedule_within_jitter_then_gives_up() {
-        let p = RetryPolicy::new(&[5.0, 300.0]);
+        let p = RetryPolicy::new(vec![Duration::from_secs(5), Duration::from_secs(300)]);
         for _ in 0..100 {
             let d = p.delay_after(1).unwrap().as_secs_f64();
             assert!((4.0..=6.0).contains(&d), "{d}");
@@ -44,6 +39,6 @@ mod tests {
             assert!((240.0..=360.0).contains(&d), "{d}");
         }
         assert_eq!(p.delay_after(3), None);
-        assert_eq!(RetryPolicy::new(&[]).delay_after(1), None);
+        assert_eq!(RetryPolicy::new(Vec::new()).delay_after(1), None);
     }
 }

@@ -10,7 +10,7 @@ use sha2::Sha256;
 
 /// A decoded `whsec_...` signing secret. `Debug` never shows the key.
 #[derive(Clone, PartialEq, Eq)]
-pub struct SigningKey(Vec<u8>);
+pub(crate) struct SigningKey(Vec<u8>);
 
 impl std::fmt::Debug for SigningKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -19,7 +19,7 @@ impl std::fmt::Debug for SigningKey {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum SigningKeyError {
+pub(crate) enum SigningKeyError {
     #[error("must start with \"whsec_\"")]
     Prefix,
     #[error("the part after \"whsec_\" is not valid base64")]
@@ -29,7 +29,7 @@ pub enum SigningKeyError {
 }
 
 impl SigningKey {
-    pub fn parse(secret: &str) -> Result<SigningKey, SigningKeyError> {
+    pub(crate) fn parse(secret: &str) -> Result<SigningKey, SigningKeyError> {
         let encoded = secret
             .trim()
             .strip_prefix("whsec_")
@@ -59,7 +59,12 @@ impl SigningKey {
 }
 
 /// The `webhook-signature` header value for one attempt, or `None` without keys.
-pub fn signature(keys: &[SigningKey], id: &str, timestamp: i64, body: &[u8]) -> Option<String> {
+pub(crate) fn signature(
+    keys: &[SigningKey],
+    id: &str,
+    timestamp: i64,
+    body: &[u8],
+) -> Option<String> {
     if keys.is_empty() {
         return None;
     }

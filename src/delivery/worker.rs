@@ -13,38 +13,26 @@ use std::{
     time::{Duration, Instant},
 };
 
-use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderValue, RETRY_AFTER, USER_AGENT};
 use tokio::{sync::Notify, task::JoinSet};
+use tokio_util::sync::CancellationToken;
 
 use super::{
     breaker::{self, Breakers, Change},
     policy::RetryPolicy,
-    signing::{self, SigningKey},
+    recording::Recordings,
+    signing::SigningKey,
 };
 use crate::{
-    call::{machine::RecordingFile, voicekit},
     config::{DeliveryConfig, SharedWorkflows, Workflow},
-    livekit::api::{LiveKitApi, merge_metadata},
-    metrics,
-    recording::{Published, Recordings},
-    shutdown::Shutdown,
-    store::{
-        Attempt, AttemptOutcome, HOOK_EVENT, OutboxRow, Store, StoreError, WriteError, Writer,
-        now_ms,
-    },
+    livekit::api::LiveKitApi,
+    store::{HOOK_EVENT, OutboxRow, Store, StoreError, Writer, now_ms},
 };
-
-/// `voicekit-bridge/0.1.0`: lets a customer's logs tell our requests from others.
-pub const USER_AGENT_VALUE: &str = concat!("voicekit-bridge/", env!("CARGO_PKG_VERSION"));
 
 /// How long the list of disabled endpoints is trusted while none is known: another
 /// bridge on a shared store may disable one meanwhile. While some are known, the list
 /// is read again at every wake-up, so an operator's `endpoints enable` takes effect at
 /// once.
 const DISABLED_TTL: Duration = Duration::from_secs(1);
-
-/// The most response body kept with an attempt.
-const RESPONSE_SNIPPET: usize = 4096;
 
 /// Longest idle sleep: a safety net only, wake-ups come from ingest, due times and
 /// finished deliveries.
@@ -79,106 +67,70 @@ impl Window {
     }
 }
 
-/// The first wait before recording an outcome again after the store refused it; it
-/// doubles up to [`RECORD_RETRY_MAX`]. The request is not sent again meanwhile.
-const RECORD_RETRY_FIRST: Duration = Duration::from_millis(250);
-const RECORD_RETRY_MAX: Duration = Duration::from_secs(10);
-
 /// Longest sleep while deliveries are in flight: a retry that falls due meanwhile waits
 /// at most this long.
 const BUSY_POLL: Duration = Duration::from_millis(20);
 
-pub struct Worker {
+pub(crate) struct Worker {
     inner: Arc<Inner>,
     wake: Arc<Notify>,
 }
 
-struct Inner {
-    store: Store,
-    http: reqwest::Client,
-    recordings: Recordings,
-    livekit: LiveKitApi,
-    policy: RetryPolicy,
-    workflows: SharedWorkflows,
-    config: DeliveryConfig,
-    breakers: Mutex<Breakers>,
-    in_flight: Mutex<InFlight>,
+pub(super) struct Inner {
+    pub(super) store: Store,
+    pub(super) http: reqwest::Client,
+    pub(super) recordings: Recordings,
+    pub(super) livekit: LiveKitApi,
+    pub(super) policy: RetryPolicy,
+    pub(super) workflows: SharedWorkflows,
+    pub(super) config: DeliveryConfig,
+    pub(super) breakers: Mutex<Breakers>,
+    pub(super) in_flight: Mutex<InFlight>,
     /// Records outcomes and stores published bodies.
-    writer: Writer,
+    pub(super) writer: Writer,
     /// Deliveries per slot whose outcome may still be committing after their request
     /// ended (`Writer::outcomes_waiting_per_slot`).
-    recording_per_slot: usize,
+    pub(super) recording_per_slot: usize,
     /// Woken when a request finishes and frees its endpoint's slot (its outcome may
     /// still be committing).
-    slot_freed: Notify,
+    pub(super) slot_freed: Notify,
     /// Endpoints that answered 410 Gone, as last read from the store: their events
     /// are held (pending, not sent) until an operator enables them again.
-    disabled: Mutex<Disabled>,
+    pub(super) disabled: Mutex<Disabled>,
     /// Set, and `stopped` notified, once the worker stops taking new work: outcomes
     /// still waiting for the store give up (their rows stay pending).
-    stopping: std::sync::atomic::AtomicBool,
-    stopped: Notify,
+    pub(super) stopping: std::sync::atomic::AtomicBool,
+    pub(super) stopped: Notify,
 }
 
 #[derive(Default)]
-struct Disabled {
-    urls: HashSet<String>,
-    read_at: Option<Instant>,
+pub(super) struct Disabled {
+    pub(super) urls: HashSet<String>,
+    pub(super) read_at: Option<Instant>,
 }
 
 #[derive(Default)]
-struct InFlight {
+pub(super) struct InFlight {
     /// Rows being sent or having their outcome recorded: not to be sent again.
-    ids: HashSet<i64>,
+    pub(super) ids: HashSet<i64>,
     /// Requests under way, per endpoint and in all (`delivery.concurrency`).
-    per_endpoint: HashMap<String, usize>,
-    requests: usize,
+    pub(super) per_endpoint: HashMap<String, usize>,
+    pub(super) requests: usize,
     /// Rows finished since the current dispatch round read the outbox: that read may
     /// predate their outcome, so they must not be sent again from it.
-    finished: HashSet<i64>,
+    pub(super) finished: HashSet<i64>,
 }
 
 /// Where one outbox row goes and how it is sent.
 #[derive(Clone)]
-struct Target {
-    url: String,
-    keys: Vec<SigningKey>,
-    timeout: Duration,
-}
-
-/// Why a delivery's outcome was not recorded (it is then sent again).
-#[derive(Debug, thiserror::Error)]
-enum DeliveryError {
-    #[error("{0}")]
-    Store(#[from] StoreError),
-    #[error("{0}")]
-    Write(#[from] WriteError),
-}
-
-/// What a failed attempt tells the retry policy: its reason for the log, the status
-/// the endpoint answered (if it answered) and when it asked to be tried again.
-struct Answer<'a> {
-    why: &'a str,
-    status: Option<u16>,
-    retry_after: Option<Duration>,
-}
-
-/// Why one attempt did not get a 2xx.
-enum Failure {
-    /// The endpoint answered; `retry_after` from 429/503.
-    Status {
-        code: u16,
-        body: String,
-        retry_after: Option<Duration>,
-    },
-    /// The endpoint could not be reached, or timed out.
-    Network(String),
-    /// Nothing was sent (no endpoint configured, the recording could not be published).
-    NotSent(String),
+pub(super) struct Target {
+    pub(super) url: String,
+    pub(super) keys: Vec<SigningKey>,
+    pub(super) timeout: Duration,
 }
 
 impl Worker {
-    pub fn new(
+    pub(crate) fn new(
         store: Store,
         recordings: Recordings,
         livekit: LiveKitApi,
@@ -194,8 +146,8 @@ impl Worker {
             .build()?;
         let breakers = Breakers::new(
             config.breaker_failures,
-            Duration::from_secs_f64(config.breaker_open_secs),
-            Duration::from_secs_f64(config.breaker_max_open_secs),
+            config.breaker_open,
+            config.breaker_max_open,
         );
         Ok(Worker {
             inner: Arc::new(Inner {
@@ -206,7 +158,7 @@ impl Worker {
                 http,
                 recordings,
                 livekit,
-                policy: RetryPolicy::new(&config.retry_schedule_secs),
+                policy: RetryPolicy::new(config.retry_schedule.clone()),
                 workflows,
                 config: config.clone(),
                 breakers: Mutex::new(breakers),
@@ -221,7 +173,7 @@ impl Worker {
 
     /// Delivers until shutdown; in-flight deliveries then finish (bounded by the
     /// timeout) and record their outcome, so nothing is left half-sent.
-    pub async fn run(self, mut shutdown: Shutdown) {
+    pub(crate) async fn run(self, shutdown: CancellationToken) {
         let mut tasks = JoinSet::new();
         let backlog = self.inner.backlog();
         let mut deadline = tokio::time::Instant::now();
@@ -231,7 +183,7 @@ impl Worker {
         // or a sleep ended (a retry may be due).
         let mut reread = true;
         let mut checked: Option<Arc<Vec<Workflow>>> = None;
-        while !shutdown.is_shutdown() {
+        while !shutdown.is_cancelled() {
             let workflows = self.inner.workflows.load_full();
             if !checked.as_ref().is_some_and(|c| Arc::ptr_eq(c, &workflows)) {
                 self.inner.warn_of_unconfigured(&workflows).await;
@@ -263,7 +215,7 @@ impl Worker {
                     (was_full || tasks.is_empty(), false)
                 }
                 _ = tokio::time::sleep_until(deadline) => (true, true),
-                _ = shutdown.wait() => (true, false),
+                _ = shutdown.cancelled() => (true, false),
             };
         }
         self.inner
@@ -460,7 +412,7 @@ impl Inner {
         // them, including those whose request is over but whose outcome is
         // still being committed (they no longer hold a slot).
         let limit = (unsettled + WINDOW_ROWS) as i64;
-        let lease = self.config.claim_lease().as_millis() as i64;
+        let lease = self.config.claim_lease.as_millis() as i64;
         let won = self
             .store
             .claim_due(now_ms(), workflow_id, hooks_only, limit, lease)
@@ -533,208 +485,7 @@ impl Inner {
         sleep
     }
 
-    /// Sends one row and records the outcome. The endpoint's slot is given back as soon
-    /// as the request is over, so the next request overlaps this one's commit; the row
-    /// itself stays in flight until its outcome is durable.
-    async fn deliver(
-        &self,
-        mut row: OutboxRow,
-        target: Option<Target>,
-        slot: &str,
-    ) -> Result<(), DeliveryError> {
-        let attempted_at = now_ms();
-        let started = Instant::now();
-        let is_hook = row.event_type == HOOK_EVENT;
-        let result = match &target {
-            None => Err(Failure::NotSent(format!(
-                "workflow {} has no {} configured",
-                row.workflow_id,
-                if is_hook {
-                    "call_started_hook"
-                } else {
-                    "events_webhook_url"
-                }
-            ))),
-            Some(t) => match self.prepare(&mut row).await {
-                Err(e) => Err(Failure::NotSent(e)),
-                Ok(()) => self.post(t, &row).await,
-            },
-        };
-        let latency_ms = started.elapsed().as_millis() as i64;
-        self.release_slot(slot);
-        let endpoint = target.map(|t| t.url).unwrap_or_default();
-        let failures = row.attempts as usize + 1;
-
-        let mut attempt = Attempt {
-            outbox_id: row.id,
-            attempted_at,
-            endpoint: endpoint.clone(),
-            status_code: None,
-            error: None,
-            latency_ms,
-            response_body: None,
-        };
-        let outcome = match result {
-            Ok((code, body)) => {
-                attempt.status_code = Some(code);
-                if is_hook {
-                    attempt.error = self.apply_runtime_data(&row, &body).await.err();
-                }
-                attempt.response_body = Some(body);
-                self.endpoint_succeeded(&endpoint);
-                tracing::info!(call_id = row.call_id, event = %row.event_type, webhook_id = %row.webhook_id, latency_ms, "delivered");
-                AttemptOutcome::Delivered
-            }
-            Err(failure) => {
-                let reached_endpoint =
-                    matches!(failure, Failure::Status { .. } | Failure::Network(_));
-                let (why, status, retry_after) = match &failure {
-                    Failure::Status {
-                        code, retry_after, ..
-                    } => (format!("HTTP {code}"), Some(*code), *retry_after),
-                    Failure::Network(e) | Failure::NotSent(e) => (e.clone(), None, None),
-                };
-                match failure {
-                    Failure::Status { code, body, .. } => {
-                        attempt.status_code = Some(code);
-                        attempt.response_body = Some(body);
-                    }
-                    Failure::Network(e) | Failure::NotSent(e) => attempt.error = Some(e),
-                }
-                if reached_endpoint {
-                    self.endpoint_failed(&endpoint);
-                }
-                let answer = Answer {
-                    why: &why,
-                    status,
-                    retry_after,
-                };
-                self.failure_outcome(&row, &endpoint, answer, failures, is_hook)
-                    .await?
-            }
-        };
-        if !is_hook {
-            let metric = match &outcome {
-                AttemptOutcome::Delivered => metrics::DeliveryOutcome::Delivered,
-                AttemptOutcome::RetryAt(_) => metrics::DeliveryOutcome::Retry,
-                AttemptOutcome::Dead => metrics::DeliveryOutcome::Failed,
-            };
-            let slug = self
-                .workflows
-                .load()
-                .iter()
-                .find(|w| w.id == row.workflow_id)
-                .map_or_else(|| row.workflow_id.to_string(), |w| w.slug.clone());
-            metrics::delivery_finished(&slug, metric, started.elapsed().as_secs_f64());
-        }
-        self.record(attempt, outcome, &row).await
-    }
-
-    /// Records an attempt's outcome. While the store refuses writes (a full disk) the
-    /// row stays in flight, so it is not sent again, and the same outcome is recorded
-    /// again with a growing wait until the store takes it: the customer sees the
-    /// webhook-id once more at most (after a restart), not once per dispatch round.
-    async fn record(
-        &self,
-        attempt: Attempt,
-        outcome: AttemptOutcome,
-        row: &OutboxRow,
-    ) -> Result<(), DeliveryError> {
-        let mut wait = RECORD_RETRY_FIRST;
-        let mut failures = 0u32;
-        loop {
-            let stopped = self.stopped.notified();
-            let error = match self.writer.record(attempt.clone(), outcome).await {
-                Ok(()) => {
-                    if failures > 0 {
-                        tracing::info!(outbox_id = row.id, webhook_id = %row.webhook_id, failures,
-                            "delivery outcome recorded after the store took writes again");
-                    }
-                    return Ok(());
-                }
-                Err(e) => e,
-            };
-            if self.stopping.load(std::sync::atomic::Ordering::Acquire) {
-                return Err(error.into());
-            }
-            failures += 1;
-            if failures == 1 {
-                tracing::error!(outbox_id = row.id, webhook_id = %row.webhook_id, error = %error,
-                    "cannot record a delivery's outcome; not sending it again, recording it once the store takes writes");
-            }
-            tokio::select! {
-                _ = tokio::time::sleep(wait) => {}
-                _ = stopped => return Err(error.into()),
-            }
-            wait = (wait * 2).min(RECORD_RETRY_MAX);
-        }
-    }
-
-    /// Decides what a failed attempt leads to, and logs it once.
-    async fn failure_outcome(
-        &self,
-        row: &OutboxRow,
-        endpoint: &str,
-        answer: Answer<'_>,
-        failures: usize,
-        is_hook: bool,
-    ) -> Result<AttemptOutcome, StoreError> {
-        let Answer {
-            why,
-            status,
-            retry_after,
-        } = answer;
-        if is_hook {
-            // Runtime data only helps while the call is starting: one try, then the
-            // call goes on without it (its events never wait for the hook).
-            tracing::warn!(call_id = row.call_id, endpoint, error = %why, "call_started_hook failed; the call continues without runtime data");
-            return Ok(AttemptOutcome::Dead);
-        }
-        if status == Some(410) {
-            // The customer says the URL is gone: disable it, for every bridge and across
-            // restarts, and hold this event and the endpoint's others (pending, not
-            // sent) until an operator enables it again.
-            let newly = self
-                .store
-                .disable_endpoint(endpoint, "answered 410 Gone")
-                .await?;
-            self.disabled
-                .lock()
-                .expect("disabled lock")
-                .urls
-                .insert(endpoint.to_owned());
-            if newly {
-                tracing::error!(endpoint, call_id = row.call_id, event = %row.event_type, webhook_id = %row.webhook_id,
-                    "endpoint answered 410 Gone: disabled; its events are held until `voicekit-bridge endpoints enable` (or a new URL for the workflow)");
-            }
-            return Ok(AttemptOutcome::RetryAt(now_ms()));
-        }
-        let scheduled = self.policy.delay_after(failures);
-        let delay = match (scheduled, retry_after) {
-            (None, _) => None,
-            (Some(d), None) => Some(d),
-            // The endpoint said when: honour it, within reason.
-            (Some(_), Some(asked)) => {
-                Some(asked.min(Duration::from_secs_f64(self.config.max_retry_after_secs)))
-            }
-        };
-        Ok(match delay {
-            Some(delay) => {
-                tracing::warn!(call_id = row.call_id, event = %row.event_type, webhook_id = %row.webhook_id,
-                    endpoint, attempt = failures, error = %why, retry_in_secs = delay.as_secs_f64(),
-                    "delivery failed; will retry");
-                AttemptOutcome::RetryAt(now_ms() + delay.as_millis() as i64)
-            }
-            None => {
-                tracing::error!(call_id = row.call_id, event = %row.event_type, webhook_id = %row.webhook_id,
-                    endpoint, attempts = failures, error = %why,
-                    "delivery failed for the last time; marked failed");
-                AttemptOutcome::Dead
-            }
-        })
-    }
-
-    fn is_disabled(&self, url: &str) -> bool {
+    pub(super) fn is_disabled(&self, url: &str) -> bool {
         self.disabled
             .lock()
             .expect("disabled lock")
@@ -769,7 +520,7 @@ impl Inner {
         }
     }
 
-    fn release_slot(&self, endpoint: &str) {
+    pub(super) fn release_slot(&self, endpoint: &str) {
         {
             let mut in_flight = self.in_flight.lock().expect("in-flight lock");
             in_flight.requests = in_flight.requests.saturating_sub(1);
@@ -780,7 +531,7 @@ impl Inner {
         self.slot_freed.notify_one();
     }
 
-    fn endpoint_succeeded(&self, endpoint: &str) {
+    pub(super) fn endpoint_succeeded(&self, endpoint: &str) {
         if self
             .breakers
             .lock()
@@ -795,7 +546,7 @@ impl Inner {
         }
     }
 
-    fn endpoint_failed(&self, endpoint: &str) {
+    pub(super) fn endpoint_failed(&self, endpoint: &str) {
         let change = self
             .breakers
             .lock()
@@ -810,199 +561,18 @@ impl Inner {
             );
         }
     }
-
-    /// Publishes the recording URL into a `call_finalized` body before its first send.
-    async fn prepare(&self, row: &mut OutboxRow) -> Result<(), String> {
-        let Some(recording) = row.recording.take() else {
-            return Ok(());
-        };
-        let file: RecordingFile = serde_json::from_str(&recording)
-            .map_err(|e| format!("stored recording is corrupt: {e}"))?;
-        let url = match self.recordings.publish(&file).await {
-            Ok(Published::Url(url)) => Some(url),
-            Ok(Published::Missing { bucket, key }) => {
-                tracing::warn!(
-                    call_id = row.call_id,
-                    bucket,
-                    key,
-                    "recording not found in S3; call_finalized carries no URL"
-                );
-                None
-            }
-            Ok(Published::OtherBucket { bucket, key }) => {
-                tracing::warn!(
-                    call_id = row.call_id,
-                    bucket,
-                    key,
-                    "the egress uploaded the recording to another bucket than [recordings] bucket; call_finalized carries no URL"
-                );
-                None
-            }
-            Err(e) => {
-                row.recording = Some(recording);
-                return Err(format!("recording: {e}"));
-            }
-        };
-        let payload = voicekit::with_recording_url(&row.payload, url.as_deref())
-            .map_err(|e| format!("stored payload is corrupt: {e}"))?;
-        self.writer
-            .publish(row.id, payload.clone())
-            .await
-            .map_err(|e| format!("saving the published URL: {e}"))?;
-        row.payload = payload;
-        Ok(())
-    }
-
-    async fn post(&self, target: &Target, row: &OutboxRow) -> Result<(u16, String), Failure> {
-        let headers = delivery_headers(
-            &row.webhook_id,
-            now_ms() / 1000,
-            &target.keys,
-            row.payload.as_bytes(),
-        )
-        .ok_or_else(|| Failure::NotSent("stored webhook id is not a header value".into()))?;
-        let response = self
-            .http
-            .post(&target.url)
-            .timeout(target.timeout)
-            .headers(headers)
-            .body(row.payload.clone())
-            .send()
-            .await
-            .map_err(|e| Failure::Network(describe(&e)))?;
-        let code = response.status().as_u16();
-        let retry_after = matches!(code, 429 | 503)
-            .then(|| retry_after(response.headers()))
-            .flatten();
-        let body = snippet(response).await;
-        if (200..300).contains(&code) {
-            Ok((code, body))
-        } else {
-            Err(Failure::Status {
-                code,
-                body,
-                retry_after,
-            })
-        }
-    }
-
-    /// Stores a hook's JSON object as the call's runtime data and writes it into the
-    /// LiveKit room's metadata, so the agent can read it. An error is recorded with the
-    /// attempt; the call's events are not affected.
-    async fn apply_runtime_data(&self, row: &OutboxRow, body: &str) -> Result<(), String> {
-        let Ok(serde_json::Value::Object(data)) = serde_json::from_str(body) else {
-            return Err("the hook's 2xx answer is not a JSON object: no runtime data".into());
-        };
-        let text = serde_json::Value::Object(data.clone()).to_string();
-        self.store
-            .set_runtime_data(row.call_id, &text)
-            .await
-            .map_err(|e| format!("storing runtime data: {e}"))?;
-        let call = self
-            .store
-            .call_state(row.call_id)
-            .await
-            .map_err(|e| format!("loading the call: {e}"))?
-            .ok_or("the call is gone")?;
-        let metadata = merge_metadata(&call.room_metadata, &data);
-        self.livekit
-            .update_room_metadata(&call.room_name, &metadata)
-            .await
-            .map_err(|e| {
-                tracing::warn!(call_id = row.call_id, room = %call.room_name, error = %e, "could not write runtime data into the room's metadata");
-                format!("runtime data stored, but not written to the room: {e}")
-            })?;
-        tracing::info!(call_id = row.call_id, room = %call.room_name, "runtime data written to the room's metadata");
-        Ok(())
-    }
-}
-
-/// The headers of one delivery attempt: JSON, our User-Agent, and the Standard
-/// Webhooks `webhook-id` / `webhook-timestamp` / `webhook-signature` (when signing).
-/// `None` if the id cannot be a header value.
-pub fn delivery_headers(
-    webhook_id: &str,
-    timestamp: i64,
-    keys: &[SigningKey],
-    body: &[u8],
-) -> Option<HeaderMap> {
-    let mut headers = HeaderMap::new();
-    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    headers.insert(USER_AGENT, HeaderValue::from_static(USER_AGENT_VALUE));
-    headers.insert("webhook-id", HeaderValue::from_str(webhook_id).ok()?);
-    headers.insert("webhook-timestamp", HeaderValue::from(timestamp));
-    if let Some(sig) = signing::signature(keys, webhook_id, timestamp, body) {
-        headers.insert("webhook-signature", HeaderValue::from_str(&sig).ok()?);
-    }
-    Some(headers)
 }
 
 fn target(workflows: &[Workflow], row: &OutboxRow, config: &DeliveryConfig) -> Option<Target> {
     let w = workflows.iter().find(|w| w.id == row.workflow_id)?;
     let (url, timeout) = if row.event_type == HOOK_EVENT {
-        (w.call_started_hook.clone()?, config.hook_timeout_secs)
+        (w.call_started_hook.clone()?, config.hook_timeout)
     } else {
-        (w.events_webhook_url.clone(), config.timeout_secs)
+        (w.events_webhook_url.clone(), config.timeout)
     };
     Some(Target {
         url,
         keys: w.signing_keys.clone(),
-        timeout: Duration::from_secs_f64(timeout),
+        timeout,
     })
-}
-
-/// `Retry-After` in seconds (the HTTP-date form is rare from webhook receivers and is
-/// treated as absent).
-fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    let value = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
-    value.parse::<u64>().ok().map(Duration::from_secs)
-}
-
-fn describe(e: &reqwest::Error) -> String {
-    let kind = if e.is_timeout() {
-        "timeout"
-    } else if e.is_connect() {
-        "connection failed"
-    } else {
-        "request failed"
-    };
-    let mut text = format!("{kind}: {e}");
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
-}
-
-/// The first 4 KiB of a response body, without reading the rest.
-async fn snippet(mut response: reqwest::Response) -> String {
-    let mut buf = Vec::new();
-    while buf.len() < RESPONSE_SNIPPET {
-        match response.chunk().await {
-            Ok(Some(chunk)) => buf.extend_from_slice(&chunk),
-            _ => break,
-        }
-    }
-    buf.truncate(RESPONSE_SNIPPET);
-    String::from_utf8_lossy(&buf).into_owned()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn retry_after_reads_seconds() {
-        let mut h = HeaderMap::new();
-        assert_eq!(retry_after(&h), None);
-        h.insert(RETRY_AFTER, HeaderValue::from_static(" 120 "));
-        assert_eq!(retry_after(&h), Some(Duration::from_secs(120)));
-        h.insert(
-            RETRY_AFTER,
-            HeaderValue::from_static("Wed, 21 Oct 2015 07:28:00 GMT"),
-        );
-        assert_eq!(retry_after(&h), None);
-    }
 }

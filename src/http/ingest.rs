@@ -30,7 +30,11 @@ use crate::{
     metrics::{self, WebhookResult},
 };
 
-pub async fn receive(State(app): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
+pub(super) async fn receive(
+    State(app): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
     let limit = app.max_body_bytes;
     let declared = headers
         .get(header::CONTENT_LENGTH)
@@ -38,6 +42,7 @@ pub async fn receive(State(app): State<Arc<AppState>>, headers: HeaderMap, body:
         .and_then(|v| v.parse::<usize>().ok());
     if declared.is_some_and(|len| len > limit) {
         refused(
+            Refusal::TooLarge,
             "too_large",
             &format_args!("{declared:?} bytes declared, limit {limit}"),
         );
@@ -51,7 +56,7 @@ pub async fn receive(State(app): State<Arc<AppState>>, headers: HeaderMap, body:
     let hash = match app.verifier.verify_token(authorization) {
         Ok(hash) => hash,
         Err(e) => {
-            refused(e.reason(), &e);
+            refused(Refusal::Unauthorized, e.reason(), &e);
             return error(StatusCode::UNAUTHORIZED, "unauthorized");
         }
     };
@@ -61,15 +66,14 @@ pub async fn receive(State(app): State<Arc<AppState>>, headers: HeaderMap, body:
         Err(e) => return unread_body(&app, e),
     };
     if let Err(e) = hash.check(&body) {
-        refused(e.reason(), &e);
+        refused(Refusal::Unauthorized, e.reason(), &e);
         return error(StatusCode::UNAUTHORIZED, "unauthorized");
     }
 
     let event = match WebhookEvent::parse(&body) {
         Ok(event) => event,
         Err(e) => {
-            let reason = e.reason();
-            refused(reason, &e);
+            refused(Refusal::BadBody, e.reason(), &e);
             return error(StatusCode::BAD_REQUEST, &e.to_string());
         }
     };
@@ -121,16 +125,32 @@ pub async fn receive(State(app): State<Arc<AppState>>, headers: HeaderMap, body:
     }
 }
 
+/// What a webhook was refused for, as the log says it; `reason` (the metric's label)
+/// says it in detail.
+#[derive(Debug, Clone, Copy)]
+enum Refusal {
+    TooLarge,
+    TooSlow,
+    BadBody,
+    Unauthorized,
+}
+
+impl Refusal {
+    fn as_str(self) -> &'static str {
+        match self {
+            Refusal::TooLarge => "body too large",
+            Refusal::TooSlow => "body too slow",
+            Refusal::BadBody => "bad body",
+            Refusal::Unauthorized => "unauthorized",
+        }
+    }
+}
+
 /// Counts a refused webhook and logs it: at once when it is the first with this reason
 /// in the summary interval, else only in the summary line (see `summary`).
-fn refused(reason: &'static str, detail: &dyn std::fmt::Display) {
+fn refused(refusal: Refusal, reason: &'static str, detail: &dyn std::fmt::Display) {
     metrics::webhook_rejected(reason);
-    let what = match reason {
-        "too_large" => "body too large",
-        "body_timeout" => "body too slow",
-        "body_unreadable" | "malformed_json" | "missing_event" => "bad body",
-        _ => "unauthorized",
-    };
+    let what = refusal.as_str();
     if summary::note(Event::Rejected(reason)) {
         tracing::warn!(
             reason,
@@ -147,7 +167,7 @@ fn refused(reason: &'static str, detail: &dyn std::fmt::Display) {
 fn unread_body(app: &AppState, e: axum::Error) -> Response {
     let inner = e.into_inner();
     if caused_by::<BodyTimedOut>(&*inner) {
-        refused("body_timeout", &inner);
+        refused(Refusal::TooSlow, "body_timeout", &inner);
         let mut answer = error(
             StatusCode::REQUEST_TIMEOUT,
             &format!("the body did not arrive within {:?}", app.body_timeout),
@@ -158,10 +178,10 @@ fn unread_body(app: &AppState, e: axum::Error) -> Response {
         return answer;
     }
     if caused_by::<LengthLimitError>(&*inner) {
-        refused("too_large", &inner);
+        refused(Refusal::TooLarge, "too_large", &inner);
         return error(StatusCode::PAYLOAD_TOO_LARGE, "body too large");
     }
-    refused("body_unreadable", &inner);
+    refused(Refusal::BadBody, "body_unreadable", &inner);
     error(StatusCode::BAD_REQUEST, "the body could not be read")
 }
 

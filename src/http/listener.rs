@@ -37,16 +37,14 @@ use tokio::{
     sync::{Notify, Semaphore},
     time::{Instant, Sleep},
 };
+use tokio_util::sync::CancellationToken;
 
 use super::summary::{self, Event};
-use crate::{
-    metrics::{self, AcceptError, ConnectionTimeout, Listener},
-    shutdown::Shutdown,
-};
+use crate::metrics::{self, AcceptError, ConnectionTimeout, Listener};
 
 /// The limits one listener enforces.
 #[derive(Debug, Clone, Copy)]
-pub struct Limits {
+pub(crate) struct Limits {
     pub header_timeout: Duration,
     pub body_timeout: Duration,
     pub idle_timeout: Duration,
@@ -59,12 +57,12 @@ const MAX_BACKOFF: Duration = Duration::from_secs(1);
 
 /// Serves `app` on `listener` until `shutdown`, then lets open connections finish their
 /// requests (idle ones are closed at once) and returns when the last one is closed.
-pub async fn serve(
+pub(crate) async fn serve(
     listener: TcpListener,
     app: Router,
     limits: Limits,
     which: Listener,
-    mut shutdown: Shutdown,
+    shutdown: CancellationToken,
 ) {
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let mut backoff = MIN_BACKOFF;
@@ -81,11 +79,11 @@ pub async fn serve(
         }
         let slot = tokio::select! {
             slot = slots.clone().acquire_owned() => slot.expect("the semaphore is never closed"),
-            _ = shutdown.wait() => break,
+            _ = shutdown.cancelled() => break,
         };
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
-            _ = shutdown.wait() => break,
+            _ = shutdown.cancelled() => break,
         };
         match accepted {
             Ok((stream, _peer)) => {
@@ -114,7 +112,7 @@ pub async fn serve(
                 drop(slot);
                 tokio::select! {
                     _ = tokio::time::sleep(backoff) => {}
-                    _ = shutdown.wait() => break,
+                    _ = shutdown.cancelled() => break,
                 }
                 backoff = (backoff * 2).min(MAX_BACKOFF);
             }
@@ -142,7 +140,7 @@ async fn serve_connection(
     app: Router,
     limits: Limits,
     which: Listener,
-    mut shutdown: Shutdown,
+    shutdown: CancellationToken,
 ) {
     let _ = stream.set_nodelay(true);
     let clock = Arc::new(Clock::new());
@@ -197,7 +195,7 @@ async fn serve_connection(
                 }
             }
             _ = clock.sooner.notified() => {}
-            _ = shutdown.wait(), if !stopping => {
+            _ = shutdown.cancelled(), if !stopping => {
                 stopping = true;
                 connection.as_mut().graceful_shutdown();
             }
@@ -353,7 +351,7 @@ impl AsyncWrite for Watched {
 /// The request body did not arrive within the listener's body timeout.
 #[derive(Debug, thiserror::Error)]
 #[error("the request body did not arrive within {0:?}")]
-pub struct BodyTimedOut(pub Duration);
+pub(crate) struct BodyTimedOut(pub Duration);
 
 /// A request body that fails with [`BodyTimedOut`] once its time is up. The timer is
 /// only set when the body is not already all there (the usual small webhook arrives

@@ -5,10 +5,10 @@
 //! which bounds what a slow or hostile client can hold.
 
 mod ingest;
-pub mod listener;
-pub mod operator;
+pub(crate) mod listener;
+pub(crate) mod operator;
 mod ops;
-pub mod summary;
+pub(crate) mod summary;
 
 use std::{sync::Arc, time::Duration};
 
@@ -20,12 +20,14 @@ use axum::{
     routing::{get, post},
 };
 
-pub use ops::GaugeCache;
+pub(crate) use ops::GaugeCache;
 
-use crate::{ingest::Ingestor, livekit::auth::WebhookVerifier, shutdown::Shutdown, store::Store};
+use tokio_util::sync::CancellationToken;
+
+use crate::{ingest::Ingestor, livekit::auth::WebhookVerifier, store::Store};
 
 /// What request handlers share.
-pub struct AppState {
+pub(crate) struct AppState {
     pub verifier: WebhookVerifier,
     pub ingestor: Ingestor,
     pub max_body_bytes: usize,
@@ -34,11 +36,11 @@ pub struct AppState {
     /// For `/readyz`.
     pub store: Store,
     /// `/readyz` answers 503 once shutdown has begun.
-    pub shutdown: Shutdown,
+    pub shutdown: CancellationToken,
 }
 
 /// The public webhook listener's routes; anything else is an empty 404.
-pub fn router(webhook_path: &str, state: Arc<AppState>) -> Router {
+pub(crate) fn router(webhook_path: &str, state: Arc<AppState>) -> Router {
     Router::new()
         .route(webhook_path, post(ingest::receive))
         .route("/healthz", get(|| async { plain(StatusCode::OK, "ok\n") }))

@@ -28,27 +28,27 @@ use serde::Deserialize;
 use serde_json::json;
 use time::{OffsetDateTime, format_description::well_known::Rfc3339};
 use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
 
 use super::{GaugeCache, error, ops};
 use crate::{
     config::{Secret, SharedWorkflows},
-    shutdown::Shutdown,
     store::{Store, StoreError},
 };
 
-pub struct OperatorState {
+pub(crate) struct OperatorState {
     pub store: Store,
     pub workflows: SharedWorkflows,
     pub token: Option<Secret>,
     /// Wakes the delivery worker after a retry or replay.
     pub delivery: Arc<Notify>,
     /// `/readyz` answers 503 once shutdown has begun.
-    pub shutdown: Shutdown,
+    pub shutdown: CancellationToken,
     /// The store's counts for `/metrics`.
     pub gauges: GaugeCache,
 }
 
-pub fn router(state: Arc<OperatorState>) -> Router {
+pub(crate) fn router(state: Arc<OperatorState>) -> Router {
     Router::new()
         .route("/api/calls", get(list_calls))
         .route("/api/calls/{id}", get(show_call))
@@ -169,7 +169,7 @@ async fn authorize(
 }
 
 /// An operator API failure: a status and a message, answered as `{"error": ...}`.
-pub struct ApiError(StatusCode, String);
+pub(crate) struct ApiError(StatusCode, String);
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {

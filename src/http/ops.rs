@@ -16,11 +16,11 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use tokio::{sync::Mutex, time::Instant};
+use tokio_util::sync::CancellationToken;
 
 use super::{AppState, operator::OperatorState, plain};
 use crate::{
     metrics::{self, StoreGauges},
-    shutdown::Shutdown,
     store::Store,
 };
 
@@ -29,7 +29,7 @@ const STORE_CHECK: Duration = Duration::from_secs(2);
 
 /// Why the daemon cannot take webhooks now.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NotReady {
+pub(super) struct NotReady {
     /// A stable code: `shutting_down`, `store_write_failed`, `store_disk_full`,
     /// `store_unreachable`, `store_slow`, `migrations_pending`, `migrations_unreadable`.
     pub reason: &'static str,
@@ -45,8 +45,8 @@ fn not_ready(reason: &'static str, detail: impl Into<String>) -> NotReady {
 }
 
 /// Whether the daemon can take webhooks now; store errors are logged here.
-pub async fn readiness(store: &Store, shutdown: &Shutdown) -> Result<(), NotReady> {
-    if shutdown.is_shutdown() {
+pub(super) async fn readiness(store: &Store, shutdown: &CancellationToken) -> Result<(), NotReady> {
+    if shutdown.is_cancelled() {
         return Err(not_ready("shutting_down", "shutdown has begun"));
     }
     // The latest write failed: not ready until one succeeds. A probe write finds out
@@ -107,7 +107,7 @@ pub async fn readiness(store: &Store, shutdown: &Shutdown) -> Result<(), NotRead
 }
 
 /// `GET /readyz` on the public listener: `ok` or `not ready`, nothing more.
-pub async fn public_readyz(State(app): State<Arc<AppState>>) -> Response {
+pub(super) async fn public_readyz(State(app): State<Arc<AppState>>) -> Response {
     match readiness(&app.store, &app.shutdown).await {
         Ok(()) => plain(StatusCode::OK, "ok\n"),
         Err(why) => {
@@ -118,7 +118,7 @@ pub async fn public_readyz(State(app): State<Arc<AppState>>) -> Response {
 }
 
 /// `GET /readyz` on the operator listener: the same answer, with the reason.
-pub async fn operator_readyz(State(s): State<Arc<OperatorState>>) -> Response {
+pub(super) async fn operator_readyz(State(s): State<Arc<OperatorState>>) -> Response {
     match readiness(&s.store, &s.shutdown).await {
         Ok(()) => (
             StatusCode::OK,
@@ -140,13 +140,13 @@ pub async fn operator_readyz(State(s): State<Arc<OperatorState>>) -> Response {
 /// The store's counts for `/metrics`, read at most once per `refresh`: counting the
 /// calls table on every scrape (several Prometheus servers, a short interval) would
 /// cost the store more than the numbers are worth.
-pub struct GaugeCache {
+pub(crate) struct GaugeCache {
     refresh: Duration,
     last: Mutex<Option<(Instant, StoreGauges)>>,
 }
 
 impl GaugeCache {
-    pub fn new(refresh: Duration) -> GaugeCache {
+    pub(crate) fn new(refresh: Duration) -> GaugeCache {
         GaugeCache {
             refresh,
             last: Mutex::new(None),
@@ -156,7 +156,7 @@ impl GaugeCache {
     /// The counts, read again if the last reading is older than `refresh`; `None` when
     /// the store did not answer. The age of the oldest pending event grows with the
     /// time since the reading.
-    pub async fn get(&self, store: &Store) -> Option<StoreGauges> {
+    pub(crate) async fn get(&self, store: &Store) -> Option<StoreGauges> {
         // One reading at a time: concurrent scrapes wait for it instead of each querying.
         let mut last = self.last.lock().await;
         let now = Instant::now();
@@ -187,7 +187,7 @@ impl GaugeCache {
 }
 
 /// `GET /metrics` on the operator listener.
-pub async fn metrics(State(s): State<Arc<OperatorState>>) -> Response {
+pub(super) async fn metrics(State(s): State<Arc<OperatorState>>) -> Response {
     let gauges = s.gauges.get(&s.store).await;
     (
         [(header::CONTENT_TYPE, metrics::CONTENT_TYPE)],
@@ -203,9 +203,9 @@ mod tests {
     #[tokio::test]
     async fn ready_while_serving_not_once_shutdown_began() {
         let (store, _dir) = crate::store::test_sqlite_store().await;
-        let (trigger, shutdown) = crate::shutdown::channel();
+        let shutdown = CancellationToken::new();
         assert_eq!(readiness(&store, &shutdown).await, Ok(()));
-        trigger.fire();
+        shutdown.cancel();
         assert_eq!(
             readiness(&store, &shutdown).await.unwrap_err().reason,
             "shutting_down"
@@ -215,7 +215,7 @@ mod tests {
     #[tokio::test]
     async fn not_ready_when_the_store_does_not_answer_without_its_error_text() {
         let (store, _dir) = crate::store::test_sqlite_store().await;
-        let (_trigger, shutdown) = crate::shutdown::channel();
+        let shutdown = CancellationToken::new();
         store.close().await;
         let why = readiness(&store, &shutdown).await.unwrap_err();
         assert_eq!(why.reason, "store_unreachable");
@@ -225,7 +225,7 @@ mod tests {
     #[tokio::test]
     async fn not_ready_when_a_migration_is_missing() {
         let (store, _dir) = crate::store::test_sqlite_store().await;
-        let (_trigger, shutdown) = crate::shutdown::channel();
+        let shutdown = CancellationToken::new();
         crate::store::fixtures::execute(
             &store,
             "DELETE FROM _sqlx_migrations WHERE version = 1",

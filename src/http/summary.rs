@@ -14,14 +14,11 @@ use std::{
     time::Duration,
 };
 
-use crate::{
-    metrics::{AcceptError, ConnectionTimeout, Listener},
-    shutdown::Shutdown,
-};
+use crate::metrics::{AcceptError, ConnectionTimeout, Listener};
 
 /// One kind of event the summary counts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Event {
+pub(crate) enum Event {
     /// A webhook refused, by reason (`metrics::REJECT_REASONS`).
     Rejected(&'static str),
     /// A connection closed because headers or a body did not come in time.
@@ -36,20 +33,21 @@ static TALLY: LazyLock<Mutex<BTreeMap<Event, u64>>> = LazyLock::new(Default::def
 
 /// Counts `event`; true when it is the first of its kind this interval, so the caller
 /// logs it (with whatever detail it has) at once.
-pub fn note(event: Event) -> bool {
+pub(crate) fn note(event: Event) -> bool {
     let mut tally = TALLY.lock().unwrap_or_else(|e| e.into_inner());
     let count = tally.entry(event).or_insert(0);
     *count += 1;
     *count == 1
 }
 
-/// Takes the counts so far and starts a new interval.
-fn take() -> BTreeMap<Event, u64> {
+/// Takes the counts so far and starts a new interval (`jobs::log_summary` calls it once
+/// per interval).
+pub(crate) fn take() -> BTreeMap<Event, u64> {
     std::mem::take(&mut *TALLY.lock().unwrap_or_else(|e| e.into_inner()))
 }
 
 /// The summary line for `tally`, or `None` when every event was already logged at once.
-pub fn render(tally: &BTreeMap<Event, u64>, interval: Duration) -> Option<String> {
+pub(crate) fn render(tally: &BTreeMap<Event, u64>, interval: Duration) -> Option<String> {
     if tally.values().all(|&n| n <= 1) {
         return None;
     }
@@ -83,27 +81,6 @@ pub fn render(tally: &BTreeMap<Event, u64>, interval: Duration) -> Option<String
     part("failed accepts", accept);
     part("times at the connection cap", full);
     Some(line.trim_end_matches(';').to_owned())
-}
-
-/// Logs the summary every `interval` until shutdown, and once more then.
-pub fn spawn(interval: Duration, mut shutdown: Shutdown) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        let mut ticks = tokio::time::interval(interval);
-        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        ticks.tick().await;
-        loop {
-            let stopping = tokio::select! {
-                _ = ticks.tick() => false,
-                _ = shutdown.wait() => true,
-            };
-            if let Some(line) = render(&take(), interval) {
-                tracing::warn!("{line}");
-            }
-            if stopping {
-                return;
-            }
-        }
-    })
 }
 
 #[cfg(test)]

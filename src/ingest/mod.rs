@@ -6,30 +6,30 @@
 //! else has queued (`crate::store::Writer`). [`Ingestor`] is the door the webhook route
 //! and the repairs use: it answers once the event is durable, and logs what it did.
 
-pub mod plan;
+pub(crate) mod plan;
 #[cfg(test)]
 pub(crate) mod sample;
 
-pub use plan::{Accepted, CreatedCall, Incoming};
+pub(crate) use plan::{Accepted, Incoming};
 
 use crate::{livekit::event::WebhookEvent, store::Writer};
 
 /// Why an event was not accepted: the store failed, or its writer stopped.
-pub use crate::store::WriteError as IngestError;
+pub(crate) use crate::store::WriteError as IngestError;
 
 /// The handle request handlers submit events through.
 #[derive(Clone)]
-pub struct Ingestor {
+pub(crate) struct Ingestor {
     writer: Writer,
 }
 
 impl Ingestor {
-    pub fn new(writer: Writer) -> Ingestor {
+    pub(crate) fn new(writer: Writer) -> Ingestor {
         Ingestor { writer }
     }
 
     /// Commits `event` and everything it causes; returns once that is durable.
-    pub async fn submit(
+    pub(crate) async fn submit(
         &self,
         event: WebhookEvent,
         dedupe_key: String,

@@ -21,14 +21,14 @@ use crate::{
 /// A verified LiveKit event and the key it is deduplicated by (LiveKit's event id, or
 /// a hash of the body when it has none).
 #[derive(Debug, Clone)]
-pub struct Incoming {
+pub(crate) struct Incoming {
     pub event: WebhookEvent,
     pub dedupe_key: String,
 }
 
 /// What became of an accepted event.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Accepted {
+pub(crate) enum Accepted {
     /// Applied to a call: the VoiceKit events it queued, in order, and the call itself
     /// when the event's room became one.
     Applied {
@@ -44,7 +44,7 @@ pub enum Accepted {
 
 /// A call an event created, for the log.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CreatedCall {
+pub(crate) struct CreatedCall {
     pub room_name: String,
     pub room_sid: String,
     pub workflow: String,
@@ -53,13 +53,13 @@ pub struct CreatedCall {
 /// What the store knows of a batch: which of its keys were accepted before, and the
 /// calls of its rooms that exist.
 #[derive(Debug, Default)]
-pub struct Known {
+pub(crate) struct Known {
     pub seen: HashSet<String>,
     pub calls: Vec<CallState>,
 }
 
 /// Where a plan's new identifiers come from: random in the daemon, counted in tests.
-pub trait Fresh {
+pub(crate) trait Fresh {
     /// A slug for a call whose room name carries none.
     fn call_slug(&mut self) -> String;
     /// The Standard Webhooks message id of a queued event.
@@ -67,7 +67,7 @@ pub trait Fresh {
 }
 
 /// [`Fresh`] identifiers from the thread's random generator and the clock.
-pub struct Random;
+pub(crate) struct Random;
 
 impl Fresh for Random {
     fn call_slug(&mut self) -> String {
@@ -80,7 +80,7 @@ impl Fresh for Random {
 }
 
 /// What the store must look up for a batch: its dedupe keys, and its rooms (each once).
-pub fn lookups(batch: &[Incoming]) -> (Vec<&str>, Vec<&str>) {
+pub(crate) fn lookups(batch: &[Incoming]) -> (Vec<&str>, Vec<&str>) {
     let keys = batch.iter().map(|i| i.dedupe_key.as_str()).collect();
     let mut rooms: Vec<&str> = batch.iter().filter_map(|i| i.event.room_sid()).collect();
     rooms.sort_unstable();
@@ -91,7 +91,7 @@ pub fn lookups(batch: &[Incoming]) -> (Vec<&str>, Vec<&str>) {
 /// The first half of a plan: what each event is, and the calls to create. The store
 /// inserts [`Admission::new_calls`] and passes the ids it assigned to
 /// [`Admission::settle`].
-pub struct Admission<'a> {
+pub(crate) struct Admission<'a> {
     decisions: Vec<Decision<'a>>,
     calls: HashMap<String, CallState>,
     /// The calls to insert, in the order their rooms first appear in the batch.
@@ -109,7 +109,7 @@ enum Decision<'a> {
 
 /// Decides each event: a duplicate, ignored, or applied to its room's call; a room that
 /// is new and maps to a workflow becomes a call.
-pub fn admit<'a>(
+pub(crate) fn admit<'a>(
     batch: &'a [Incoming],
     known: Known,
     workflows: &'a [Workflow],
@@ -170,7 +170,7 @@ pub fn admit<'a>(
 
 /// The rows a batch writes, and what became of each of its events (in batch order).
 #[derive(Debug)]
-pub struct Plan<'a> {
+pub(crate) struct Plan<'a> {
     /// The VoiceKit events to queue, in order.
     pub deliveries: Vec<NewDelivery>,
     /// The new event ids, with the call each touched.
@@ -183,7 +183,7 @@ pub struct Plan<'a> {
 impl<'a> Admission<'a> {
     /// Runs the state machine over the batch, the new calls having the ids the store
     /// gave them (`ids`, by room sid).
-    pub fn settle(
+    pub(crate) fn settle(
         self,
         batch: &'a [Incoming],
         ids: &HashMap<String, i64>,

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use serde_json::json;
 
-use super::{Accepted, CreatedCall, Incoming};
+use super::{Accepted, Incoming, plan::CreatedCall};
 use crate::{
     call::{EventKind, Workflow},
     config::SharedWorkflows,

@@ -15,7 +15,7 @@ use super::event::EgressInfo;
 use crate::config::ApiKey;
 
 #[derive(Debug, thiserror::Error)]
-pub enum LiveKitApiError {
+pub(crate) enum LiveKitApiError {
     #[error("no [livekit] url is configured")]
     NoUrl,
     #[error("signing the request token: {0}")]
@@ -34,7 +34,7 @@ pub enum LiveKitApiError {
 }
 
 #[derive(Clone)]
-pub struct LiveKitApi {
+pub(crate) struct LiveKitApi {
     http: reqwest::Client,
     url: Option<String>,
     key: ApiKey,
@@ -47,7 +47,7 @@ struct ListEgressResponse {
 }
 
 impl LiveKitApi {
-    pub fn new(url: Option<String>, key: ApiKey) -> LiveKitApi {
+    pub(crate) fn new(url: Option<String>, key: ApiKey) -> LiveKitApi {
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
             .build()
@@ -96,7 +96,7 @@ impl LiveKitApi {
     }
 
     /// Sets a room's metadata (RoomService.UpdateRoomMetadata, grant `roomAdmin`).
-    pub async fn update_room_metadata(
+    pub(crate) async fn update_room_metadata(
         &self,
         room: &str,
         metadata: &str,
@@ -117,7 +117,10 @@ impl LiveKitApi {
     }
 
     /// The egresses of a room (Egress.ListEgress, grant `roomRecord`).
-    pub async fn list_egress(&self, room_name: &str) -> Result<Vec<EgressInfo>, LiveKitApiError> {
+    pub(crate) async fn list_egress(
+        &self,
+        room_name: &str,
+    ) -> Result<Vec<EgressInfo>, LiveKitApiError> {
         let grants = VideoGrants {
             room_record: true,
             ..Default::default()
@@ -141,7 +144,7 @@ impl LiveKitApi {
 
 /// Merges the hook's runtime data into the room's existing metadata: a JSON object is
 /// extended (the hook's keys win); anything else is kept under `"metadata"`.
-pub fn merge_metadata(
+pub(crate) fn merge_metadata(
     existing: &str,
     runtime: &serde_json::Map<String, serde_json::Value>,
 ) -> String {

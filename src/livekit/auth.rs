@@ -69,7 +69,7 @@ pub enum AuthError {
 
 impl AuthError {
     /// A short stable label for logs and metrics.
-    pub fn reason(&self) -> &'static str {
+    pub(crate) fn reason(&self) -> &'static str {
         match self {
             AuthError::Missing => "missing_token",
             AuthError::Malformed => "malformed_token",
@@ -145,7 +145,7 @@ impl WebhookVerifier {
     /// Checks the token alone, before the body is read: a forged request is refused
     /// without reading its body. The body hash it vouches for is checked by
     /// [`BodyHash::check`] once the body is in.
-    pub fn verify_token(&self, authorization: Option<&str>) -> Result<BodyHash, AuthError> {
+    pub(crate) fn verify_token(&self, authorization: Option<&str>) -> Result<BodyHash, AuthError> {
         let header = authorization.map(str::trim).filter(|h| !h.is_empty());
         let token = header.ok_or(AuthError::Missing)?;
         // LiveKit sends the bare token; other senders add a scheme.
@@ -202,11 +202,11 @@ impl WebhookVerifier {
 
 /// The SHA-256 a verified token claims for its webhook's body.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BodyHash(Vec<u8>);
+pub(crate) struct BodyHash(Vec<u8>);
 
 impl BodyHash {
     /// Whether `body` is the body the token was signed for (compared in constant time).
-    pub fn check(&self, body: &[u8]) -> Result<(), AuthError> {
+    pub(crate) fn check(&self, body: &[u8]) -> Result<(), AuthError> {
         let actual = Sha256::digest(body);
         if !constant_time_eq(&self.0, &actual) {
             return Err(AuthError::HashMismatch);

@@ -37,7 +37,7 @@ pub enum EventError {
 
 impl EventError {
     /// A short, fixed name for the metric label and the log.
-    pub fn reason(&self) -> &'static str {
+    pub(crate) fn reason(&self) -> &'static str {
         match self {
             EventError::Json(_) => "malformed_json",
             EventError::MissingEvent => "missing_event",
@@ -58,14 +58,14 @@ pub struct WebhookEvent {
     pub event: String,
     pub id: Option<String>,
     #[serde(deserialize_with = "int")]
-    pub created_at: Option<i64>,
+    pub(crate) created_at: Option<i64>,
     pub room: Option<Room>,
     pub participant: Option<Participant>,
     pub egress_info: Option<EgressInfo>,
     /// When the bridge received the event (unix ms): the time of last resort when
     /// LiveKit's own times are missing or not believable.
     #[serde(skip)]
-    pub received_at_ms: Option<i64>,
+    pub(crate) received_at_ms: Option<i64>,
 }
 
 impl WebhookEvent {
@@ -161,13 +161,13 @@ impl WebhookEvent {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
 pub struct Room {
-    pub sid: String,
-    pub name: String,
+    pub(crate) sid: String,
+    pub(crate) name: String,
     #[serde(deserialize_with = "int")]
-    pub creation_time: Option<i64>,
+    pub(crate) creation_time: Option<i64>,
     #[serde(deserialize_with = "int")]
-    pub creation_time_ms: Option<i64>,
-    pub metadata: String,
+    pub(crate) creation_time_ms: Option<i64>,
+    pub(crate) metadata: String,
 }
 
 impl Room {
@@ -182,15 +182,15 @@ impl Room {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
 pub struct Participant {
-    pub sid: String,
-    pub identity: String,
+    pub(crate) sid: String,
+    pub(crate) identity: String,
     /// `STANDARD` is protojson's zero value and therefore usually absent.
-    pub kind: Option<String>,
+    pub(crate) kind: Option<String>,
     #[serde(deserialize_with = "int")]
-    pub joined_at: Option<i64>,
+    pub(crate) joined_at: Option<i64>,
     #[serde(deserialize_with = "int")]
-    pub joined_at_ms: Option<i64>,
-    pub attributes: BTreeMap<String, String>,
+    pub(crate) joined_at_ms: Option<i64>,
+    pub(crate) attributes: BTreeMap<String, String>,
 }
 
 impl Participant {
@@ -218,21 +218,21 @@ impl Participant {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
 pub struct EgressInfo {
-    pub egress_id: String,
-    pub room_id: String,
-    pub room_name: String,
+    pub(crate) egress_id: String,
+    pub(crate) room_id: String,
+    pub(crate) room_name: String,
     /// `EGRESS_STARTING` is the zero value, so an absent status means starting.
-    pub status: Option<String>,
+    pub(crate) status: Option<String>,
     #[serde(deserialize_with = "int")]
-    pub started_at: Option<i64>,
+    pub(crate) started_at: Option<i64>,
     #[serde(deserialize_with = "int")]
-    pub ended_at: Option<i64>,
+    pub(crate) ended_at: Option<i64>,
     #[serde(deserialize_with = "int")]
-    pub updated_at: Option<i64>,
-    pub error: String,
-    pub file_results: Vec<FileInfo>,
+    pub(crate) updated_at: Option<i64>,
+    pub(crate) error: String,
+    pub(crate) file_results: Vec<FileInfo>,
     /// Deprecated single-file result, still filled by current egress versions.
-    pub file: Option<FileInfo>,
+    pub(crate) file: Option<FileInfo>,
 }
 
 impl EgressInfo {
@@ -271,16 +271,16 @@ impl EgressInfo {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
 pub struct FileInfo {
-    pub filename: String,
+    pub(crate) filename: String,
     #[serde(deserialize_with = "int")]
-    pub started_at: Option<i64>,
+    pub(crate) started_at: Option<i64>,
     #[serde(deserialize_with = "int")]
-    pub ended_at: Option<i64>,
+    pub(crate) ended_at: Option<i64>,
     #[serde(deserialize_with = "int")]
-    pub duration: Option<i64>,
+    pub(crate) duration: Option<i64>,
     #[serde(deserialize_with = "int")]
-    pub size: Option<i64>,
-    pub location: String,
+    pub(crate) size: Option<i64>,
+    pub(crate) location: String,
 }
 
 /// Whether a JSON text holds the escape of a NUL character (`\u0000`) in a string.

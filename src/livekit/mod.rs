@@ -1,6 +1,6 @@
 //! The inbound side: what LiveKit sends us and how we know it was LiveKit.
 
-pub mod api;
+pub(crate) mod api;
 pub mod auth;
 pub mod event;
 pub mod time;

@@ -8,9 +8,9 @@
 //! falls back to another time it has.
 
 /// 2000-01-01T00:00:00Z: no LiveKit event happened before it.
-pub const EARLIEST_MS: i64 = 946_684_800_000;
+pub(crate) const EARLIEST_MS: i64 = 946_684_800_000;
 /// 2100-01-01T00:00:00Z (exclusive): no LiveKit event happens after it.
-pub const LATEST_MS: i64 = 4_102_444_800_000;
+pub(crate) const LATEST_MS: i64 = 4_102_444_800_000;
 
 const NS_PER_MS: i64 = 1_000_000;
 
@@ -20,22 +20,22 @@ pub fn sane_ms(ms: i64) -> Option<i64> {
 }
 
 /// Unix seconds to milliseconds, if they convert without overflow to a sane time.
-pub fn ms_from_secs(secs: i64) -> Option<i64> {
+pub(crate) fn ms_from_secs(secs: i64) -> Option<i64> {
     secs.checked_mul(1000).and_then(sane_ms)
 }
 
 /// Unix nanoseconds to milliseconds (rounded down), if they are a sane time.
-pub fn ms_from_nanos(nanos: i64) -> Option<i64> {
+pub(crate) fn ms_from_nanos(nanos: i64) -> Option<i64> {
     sane_ms(nanos.div_euclid(NS_PER_MS))
 }
 
 /// `nanos` if they are a sane time (still in nanoseconds).
-pub fn sane_nanos(nanos: i64) -> Option<i64> {
+pub(crate) fn sane_nanos(nanos: i64) -> Option<i64> {
     ms_from_nanos(nanos).map(|_| nanos)
 }
 
 /// Milliseconds to nanoseconds; only for sane times, which never overflow.
-pub fn nanos_from_ms(ms: i64) -> i64 {
+pub(crate) fn nanos_from_ms(ms: i64) -> i64 {
     debug_assert!(sane_ms(ms).is_some(), "{ms} ms is outside the sane window");
     ms.saturating_mul(NS_PER_MS)
 }

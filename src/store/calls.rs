@@ -6,7 +6,7 @@ use crate::call::CallState;
 
 impl Store {
     /// The state of one call, for work done outside an ingest transaction.
-    pub async fn call_state(&self, call_id: i64) -> Result<Option<CallState>, StoreError> {
+    pub(crate) async fn call_state(&self, call_id: i64) -> Result<Option<CallState>, StoreError> {
         let sql = "SELECT state FROM calls WHERE id = $1";
         let state: Option<String> = match self.backend() {
             Backend::Sqlite(db) => db.pool.first(sql, args![call_id], |r| r.get(0)).await?,
@@ -21,7 +21,11 @@ impl Store {
     }
 
     /// Keeps the runtime data a `call_started_hook` returned with its call.
-    pub async fn set_runtime_data(&self, call_id: i64, data: &str) -> Result<(), StoreError> {
+    pub(crate) async fn set_runtime_data(
+        &self,
+        call_id: i64,
+        data: &str,
+    ) -> Result<(), StoreError> {
         let sql = "UPDATE calls SET runtime_data = $1, updated_at = $2 WHERE id = $3";
         match self.backend() {
             Backend::Sqlite(db) => {
@@ -45,7 +49,7 @@ impl Store {
     /// least recently touched first, after `after` (the [`StalePage::next`] of the page
     /// before; `None` for the first). A caller that skips some calls pages on past
     /// them, so they never hide the rest.
-    pub async fn stale_calls(
+    pub(crate) async fn stale_calls(
         &self,
         phases: &[&str],
         untouched_since_ms: i64,
@@ -104,14 +108,14 @@ impl Store {
 
 /// Where a page of stale calls ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct StaleCursor {
+pub(crate) struct StaleCursor {
     updated_at: i64,
     id: i64,
 }
 
 /// One page of [`Store::stale_calls`].
 #[derive(Debug)]
-pub struct StalePage {
+pub(crate) struct StalePage {
     pub calls: Vec<CallState>,
     /// Where the next page starts; `None` when this was the last.
     pub next: Option<StaleCursor>,

@@ -11,7 +11,7 @@ use super::{Backend, Store, StoreError, now_ms, sqlite::args};
 
 /// One disabled endpoint: since when, and why.
 #[derive(Debug, Clone, Serialize, FromRow, PartialEq, Eq)]
-pub struct DisabledEndpoint {
+pub(crate) struct DisabledEndpoint {
     pub url: String,
     pub disabled_at: i64,
     pub reason: String,
@@ -19,7 +19,11 @@ pub struct DisabledEndpoint {
 
 impl Store {
     /// Disables `url`; `true` when it was enabled until now.
-    pub async fn disable_endpoint(&self, url: &str, reason: &str) -> Result<bool, StoreError> {
+    pub(crate) async fn disable_endpoint(
+        &self,
+        url: &str,
+        reason: &str,
+    ) -> Result<bool, StoreError> {
         let sql = "INSERT INTO disabled_endpoints (url, disabled_at, reason) VALUES ($1, $2, $3)
                    ON CONFLICT (url) DO NOTHING";
         let done = match self.backend() {
@@ -39,7 +43,7 @@ impl Store {
     }
 
     /// Enables `url` again; `true` when it was disabled.
-    pub async fn enable_endpoint(&self, url: &str) -> Result<bool, StoreError> {
+    pub(crate) async fn enable_endpoint(&self, url: &str) -> Result<bool, StoreError> {
         let sql = "DELETE FROM disabled_endpoints WHERE url = $1";
         let done = match self.backend() {
             Backend::Sqlite(db) => db.pool.execute(sql, args![url.to_owned()]).await?,
@@ -53,7 +57,7 @@ impl Store {
     }
 
     /// Every disabled endpoint, by URL.
-    pub async fn disabled_endpoints(&self) -> Result<Vec<DisabledEndpoint>, StoreError> {
+    pub(crate) async fn disabled_endpoints(&self) -> Result<Vec<DisabledEndpoint>, StoreError> {
         let sql = "SELECT url, disabled_at, reason FROM disabled_endpoints ORDER BY url";
         match self.backend() {
             Backend::Sqlite(db) => {

@@ -9,26 +9,26 @@ use std::sync::atomic::{AtomicU64, Ordering};
 /// The latest write outcomes, by sequence number: failing while the latest failure
 /// came after the latest success.
 #[derive(Debug, Default)]
-pub struct StoreHealth {
+pub(crate) struct StoreHealth {
     sequence: AtomicU64,
     last_failure: AtomicU64,
     last_success: AtomicU64,
 }
 
 impl StoreHealth {
-    pub fn failed(&self) {
+    pub(crate) fn failed(&self) {
         let n = self.sequence.fetch_add(1, Ordering::AcqRel) + 1;
         self.last_failure.fetch_max(n, Ordering::AcqRel);
         crate::metrics::store_write_failed();
     }
 
-    pub fn succeeded(&self) {
+    pub(crate) fn succeeded(&self) {
         let n = self.sequence.fetch_add(1, Ordering::AcqRel) + 1;
         self.last_success.fetch_max(n, Ordering::AcqRel);
     }
 
     /// The latest write failed.
-    pub fn failing(&self) -> bool {
+    pub(crate) fn failing(&self) -> bool {
         self.last_failure.load(Ordering::Acquire) > self.last_success.load(Ordering::Acquire)
     }
 }

@@ -29,19 +29,15 @@ mod writer;
 
 use std::{sync::Arc, time::Duration};
 
-pub use calls::{StaleCursor, StalePage};
-pub use endpoints::DisabledEndpoint;
-pub use health::StoreHealth;
-pub use operator::{AttemptRecord, CallDetail, CallSummary, DeliverySummary, InboundRecord};
-pub use outbox::{Attempt, AttemptOutcome, DeliveryStatus, HOOK_EVENT, OutboxRow};
-pub use postgres::keep_vacuumed;
-pub use prune::{Pruned, keep_pruned};
-pub use rows::{NewCall, NewDelivery, SeenEvent};
-pub use sqlite::keep_checkpointed;
-pub use writer::{WriteError, Writer};
+pub(crate) use calls::StaleCursor;
+pub(crate) use health::StoreHealth;
+pub(crate) use outbox::{Attempt, AttemptOutcome, HOOK_EVENT, OutboxRow};
+pub(crate) use prune::Pruned;
+pub(crate) use rows::{NewCall, NewDelivery, SeenEvent};
+pub(crate) use writer::{WriteError, Writer};
 
 #[derive(Debug, thiserror::Error)]
-pub enum StoreError {
+pub(crate) enum StoreError {
     #[error("database error: {0}")]
     Sql(#[from] sqlx::Error),
     #[error("database error: {0}")]
@@ -90,7 +86,7 @@ pub enum StoreError {
 /// process's host vanished, see `postgres::Db::hold_identity`).
 const IDENTITY_WAIT: Duration = Duration::from_secs(30);
 
-pub fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
@@ -99,7 +95,7 @@ pub fn now_ms() -> i64 {
 
 /// The store: calls, seen events and the outbox, on SQLite or PostgreSQL.
 #[derive(Clone, Debug)]
-pub struct Store {
+pub(crate) struct Store {
     backend: Backend,
     /// Names this process in the claims it takes on a shared store.
     instance: Arc<str>,
@@ -119,7 +115,7 @@ pub(crate) enum Backend {
 impl Store {
     /// Opens the store at `url` (`sqlite://PATH` or `postgres://...`), creating the
     /// database if it does not exist, and runs pending migrations.
-    pub async fn open(url: &str, max_connections: u32) -> Result<Store, StoreError> {
+    pub(crate) async fn open(url: &str, max_connections: u32) -> Result<Store, StoreError> {
         let backend = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             Backend::Postgres(postgres::open(url, max_connections).await?)
         } else {
@@ -139,12 +135,16 @@ impl Store {
     /// while this process runs, so two running bridges never share one (the second
     /// fails to start with [`StoreError::InstanceInUse`]); a process that dies loses
     /// the lock with its connection.
-    pub async fn named(self, instance: &str) -> Result<Store, StoreError> {
+    pub(crate) async fn named(self, instance: &str) -> Result<Store, StoreError> {
         self.named_within(instance, IDENTITY_WAIT).await
     }
 
     /// [`Store::named`], waiting at most `wait` for a name still held.
-    pub async fn named_within(self, instance: &str, wait: Duration) -> Result<Store, StoreError> {
+    pub(crate) async fn named_within(
+        self,
+        instance: &str,
+        wait: Duration,
+    ) -> Result<Store, StoreError> {
         let identity = match &self.backend {
             Backend::Sqlite(_) => None,
             Backend::Postgres(db) => Some(Arc::new(db.hold_identity(instance, wait).await?)),
@@ -162,13 +162,13 @@ impl Store {
     }
 
     /// Whether the latest write through the writer was committed.
-    pub fn health(&self) -> &StoreHealth {
+    pub(crate) fn health(&self) -> &StoreHealth {
         &self.health
     }
 
     /// Whether the disk under a SQLite store has room for more than a small write. Always
     /// on PostgreSQL, whose disk is its server's.
-    pub fn check_headroom(&self) -> Result<(), StoreError> {
+    pub(crate) fn check_headroom(&self) -> Result<(), StoreError> {
         match &self.backend {
             Backend::Sqlite(db) => db.check_headroom(),
             Backend::Postgres(_) => Ok(()),
@@ -178,7 +178,7 @@ impl Store {
     /// A small write of its own, to learn whether the store takes writes again while
     /// nothing else writes; reports to [`Store::health`]. On SQLite it also needs some
     /// free space on the disk (`sqlite/headroom.rs`).
-    pub async fn probe_write(&self) -> Result<(), StoreError> {
+    pub(crate) async fn probe_write(&self) -> Result<(), StoreError> {
         let sql = "INSERT INTO store_probe (id, at) VALUES (1, $1)
                    ON CONFLICT (id) DO UPDATE SET at = excluded.at";
         let result = match &self.backend {
@@ -207,14 +207,14 @@ impl Store {
 
     /// This process's name in delivery claims: the name given to [`Store::named`], else
     /// host, pid and a random tag.
-    pub fn instance(&self) -> &str {
+    pub(crate) fn instance(&self) -> &str {
         &self.instance
     }
 
     /// How soon work this process is not told about may appear in the outbox: other
     /// bridges sharing the store queue rows, and leave claims to take over when they
     /// die. `None` where every write goes through this process.
-    pub fn unannounced_work_within(&self) -> Option<Duration> {
+    pub(crate) fn unannounced_work_within(&self) -> Option<Duration> {
         match self.backend {
             Backend::Sqlite(_) => None,
             Backend::Postgres(_) => Some(Duration::from_secs(1)),
@@ -222,7 +222,7 @@ impl Store {
     }
 
     /// Closes every connection; queries after this fail.
-    pub async fn close(&self) {
+    pub(crate) async fn close(&self) {
         match &self.backend {
             Backend::Sqlite(db) => db.pool.close(),
             Backend::Postgres(db) => db.close().await,
@@ -251,7 +251,7 @@ impl Store {
 }
 
 /// `url` with any password replaced, for logs and error messages.
-pub fn redact_url(url: &str) -> String {
+pub(crate) fn redact_url(url: &str) -> String {
     match url::Url::parse(url) {
         Ok(mut parsed) if parsed.password().is_some() => {
             let _ = parsed.set_password(Some("***"));

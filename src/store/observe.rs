@@ -11,7 +11,7 @@ const PHASES: &[&str] = &["waiting", "in_progress", "ended", "finalized"];
 
 impl Store {
     /// One trivial query: the database answers.
-    pub async fn ping(&self) -> Result<(), StoreError> {
+    pub(crate) async fn ping(&self) -> Result<(), StoreError> {
         match self.backend() {
             Backend::Sqlite(db) => {
                 db.pool
@@ -26,7 +26,7 @@ impl Store {
     }
 
     /// How many of this binary's migrations the database has not applied successfully.
-    pub async fn pending_migrations(&self) -> Result<usize, StoreError> {
+    pub(crate) async fn pending_migrations(&self) -> Result<usize, StoreError> {
         let sql = "SELECT version FROM _sqlx_migrations WHERE success = TRUE";
         let applied: Vec<i64> = match self.backend() {
             Backend::Sqlite(db) => db.pool.all(sql, args![], |r| r.get(0)).await?,
@@ -43,7 +43,7 @@ impl Store {
     }
 
     /// Calls by phase and the outbox backlog, for `/metrics`.
-    pub async fn gauges(&self) -> Result<StoreGauges, StoreError> {
+    pub(crate) async fn gauges(&self) -> Result<StoreGauges, StoreError> {
         let sql = "SELECT phase, COUNT(*) FROM calls GROUP BY phase";
         let counted: Vec<(String, i64)> = match self.backend() {
             Backend::Sqlite(db) => {

@@ -7,7 +7,7 @@ use sqlx::FromRow;
 use super::{Backend, Store, StoreError, now_ms, sqlite::args};
 
 #[derive(Debug, Clone, Serialize, FromRow)]
-pub struct CallSummary {
+pub(crate) struct CallSummary {
     pub id: i64,
     pub room_sid: String,
     pub room_name: String,
@@ -20,7 +20,7 @@ pub struct CallSummary {
 }
 
 #[derive(Debug, Clone, Serialize, FromRow)]
-pub struct DeliverySummary {
+pub(crate) struct DeliverySummary {
     pub id: i64,
     pub webhook_id: String,
     pub call_id: i64,
@@ -36,7 +36,7 @@ pub struct DeliverySummary {
 }
 
 #[derive(Debug, Clone, Serialize, FromRow)]
-pub struct AttemptRecord {
+pub(crate) struct AttemptRecord {
     pub id: i64,
     pub outbox_id: i64,
     pub attempted_at: i64,
@@ -48,7 +48,7 @@ pub struct AttemptRecord {
 }
 
 #[derive(Debug, Clone, Serialize, FromRow)]
-pub struct InboundRecord {
+pub(crate) struct InboundRecord {
     pub event_id: String,
     pub event_type: String,
     pub received_at: i64,
@@ -56,7 +56,7 @@ pub struct InboundRecord {
 
 /// Everything known about one call.
 #[derive(Debug, Clone, Serialize)]
-pub struct CallDetail {
+pub(crate) struct CallDetail {
     pub call: CallSummary,
     pub state: serde_json::Value,
     pub runtime_data: Option<serde_json::Value>,
@@ -149,7 +149,7 @@ type CallRow = (CallSummary, String, Option<String>);
 
 impl Store {
     /// The newest calls first, optionally only those in one phase.
-    pub async fn list_calls(
+    pub(crate) async fn list_calls(
         &self,
         phase: Option<&str>,
         limit: i64,
@@ -170,7 +170,7 @@ impl Store {
         }
     }
 
-    pub async fn call_detail(&self, id: i64) -> Result<Option<CallDetail>, StoreError> {
+    pub(crate) async fn call_detail(&self, id: i64) -> Result<Option<CallDetail>, StoreError> {
         let sql = format!("SELECT {CALL}, state, runtime_data FROM calls WHERE id = $1");
         let deliveries_sql =
             format!("SELECT {DELIVERY} FROM outbox WHERE call_id = $1 ORDER BY seq");
@@ -239,7 +239,7 @@ impl Store {
         }))
     }
 
-    pub async fn list_deliveries(
+    pub(crate) async fn list_deliveries(
         &self,
         status: Option<&str>,
         workflow_id: Option<i64>,
@@ -266,7 +266,7 @@ impl Store {
 
     /// Puts one delivery back in line to be sent now, whatever became of it; its
     /// workflow, or `None` when there is no such delivery.
-    pub async fn retry_now(&self, id: i64) -> Result<Option<i64>, StoreError> {
+    pub(crate) async fn retry_now(&self, id: i64) -> Result<Option<i64>, StoreError> {
         // A claim left by an instance that died is void too: the row goes now.
         let workflow: Option<i64> = match self.backend() {
             Backend::Sqlite(db) => {
@@ -286,7 +286,7 @@ impl Store {
     }
 
     /// Puts every failed delivery of a workflow created in `[since, until)` back in line.
-    pub async fn replay_failed(
+    pub(crate) async fn replay_failed(
         &self,
         workflow_id: i64,
         since_ms: i64,

@@ -10,7 +10,7 @@ use super::{
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DeliveryStatus {
+pub(crate) enum DeliveryStatus {
     Pending,
     Delivered,
     /// The retry schedule is exhausted: kept as a dead letter, never dropped.
@@ -18,7 +18,7 @@ pub enum DeliveryStatus {
 }
 
 impl DeliveryStatus {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             DeliveryStatus::Pending => "pending",
             DeliveryStatus::Delivered => "delivered",
@@ -28,16 +28,14 @@ impl DeliveryStatus {
 }
 
 #[derive(Debug, Clone, FromRow)]
-pub struct OutboxRow {
+pub(crate) struct OutboxRow {
     pub id: i64,
     pub webhook_id: String,
     pub call_id: i64,
-    pub seq: i64,
     pub event_type: String,
     pub workflow_id: i64,
     pub payload: String,
     pub recording: Option<String>,
-    pub status: String,
     pub attempts: i64,
     pub next_attempt_at: i64,
 }
@@ -49,12 +47,10 @@ impl OutboxRow {
             id: r.get("id")?,
             webhook_id: r.get("webhook_id")?,
             call_id: r.get("call_id")?,
-            seq: r.get("seq")?,
             event_type: r.get("event_type")?,
             workflow_id: r.get("workflow_id")?,
             payload: r.get("payload")?,
             recording: r.get("recording")?,
-            status: r.get("status")?,
             attempts: r.get("attempts")?,
             next_attempt_at: r.get("next_attempt_at")?,
         })
@@ -63,7 +59,7 @@ impl OutboxRow {
 
 /// One try at delivering an outbox row.
 #[derive(Debug, Clone)]
-pub struct Attempt {
+pub(crate) struct Attempt {
     pub outbox_id: i64,
     pub attempted_at: i64,
     pub endpoint: String,
@@ -87,11 +83,11 @@ pub(super) const DUE: &str = "FROM outbox o
      ORDER BY o.next_attempt_at, o.id LIMIT $5";
 
 pub(super) const ROW: &str =
-    "id, webhook_id, call_id, seq, event_type, workflow_id, payload, recording, status,
-                   attempts, next_attempt_at";
+    "id, webhook_id, call_id, event_type, workflow_id, payload, recording, attempts,
+                   next_attempt_at";
 
 /// Event type of the synchronous `call_started_hook` request, queued beside the events.
-pub const HOOK_EVENT: &str = "call_started_hook";
+pub(crate) const HOOK_EVENT: &str = "call_started_hook";
 
 /// A published body replaces the stored one; the recording is then no longer needed.
 /// (SQLite numbers `$1` and `$2` in order of appearance, so rusqlite binds them too.)
@@ -108,7 +104,7 @@ impl Store {
     /// One query per workflow walks the `(workflow_id, status, next_attempt_at)` index
     /// and stops after `limit` rows, so its cost follows what it returns, not the
     /// backlog.
-    pub async fn due_for_workflow(
+    pub(crate) async fn due_for_workflow(
         &self,
         now: i64,
         workflow_id: i64,
@@ -163,7 +159,7 @@ impl Store {
     /// each row goes to one. One statement on PostgreSQL: the read and the claim had been
     /// two round trips on the way from a commit to its delivery. A store only this
     /// process uses needs no claims: the read, with no write.
-    pub async fn claim_due(
+    pub(crate) async fn claim_due(
         &self,
         now: i64,
         workflow_id: i64,
@@ -189,7 +185,7 @@ impl Store {
 
     /// Gives up this instance's claims on these rows (read but not sent), so other
     /// instances need not wait for the lease.
-    pub async fn release(&self, ids: &[i64]) -> Result<(), StoreError> {
+    pub(crate) async fn release(&self, ids: &[i64]) -> Result<(), StoreError> {
         match self.backend() {
             Backend::Sqlite(_) => Ok(()),
             Backend::Postgres(db) => claims::release(db, self.instance(), ids).await,
@@ -206,7 +202,7 @@ impl Store {
     }
 
     /// When the next pending row of an unpaused workflow falls due after `now`.
-    pub async fn next_due_after(
+    pub(crate) async fn next_due_after(
         &self,
         now: i64,
         paused_workflows: &[i64],
@@ -236,7 +232,7 @@ impl Store {
     }
 
     /// How many deliveries are pending, per workflow.
-    pub async fn pending_by_workflow(&self) -> Result<Vec<(i64, i64)>, StoreError> {
+    pub(crate) async fn pending_by_workflow(&self) -> Result<Vec<(i64, i64)>, StoreError> {
         let sql = "SELECT workflow_id, COUNT(*) FROM outbox WHERE status = 'pending'
                    GROUP BY workflow_id ORDER BY workflow_id";
         match self.backend() {
@@ -314,7 +310,7 @@ pub(crate) fn record_attempts_sql(dialect: Dialect) -> [String; 2] {
 
 /// Where an attempt leaves its outbox row.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AttemptOutcome {
+pub(crate) enum AttemptOutcome {
     Delivered,
     RetryAt(i64),
     Dead,

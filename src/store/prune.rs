@@ -6,7 +6,7 @@ use super::{Backend, Store, StoreError, sqlite::args};
 
 /// How many rows of each kind one pass deleted.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct Pruned {
+pub(crate) struct Pruned {
     pub attempts: u64,
     pub deliveries: u64,
     pub calls: u64,
@@ -33,7 +33,7 @@ const STATEMENTS: [&str; 4] = [
 
 impl Store {
     /// Deletes what settled before `cutoff_ms`, `batch` rows per statement.
-    pub async fn prune(&self, cutoff_ms: i64, batch: i64) -> Result<Pruned, StoreError> {
+    pub(crate) async fn prune(&self, cutoff_ms: i64, batch: i64) -> Result<Pruned, StoreError> {
         let mut counts = [0u64; 4];
         for (sql, count) in STATEMENTS.iter().zip(counts.iter_mut()) {
             loop {
@@ -61,33 +61,6 @@ impl Store {
             calls,
             inbound_events,
         })
-    }
-}
-
-/// Prunes every `interval` until shutdown.
-pub async fn keep_pruned(
-    store: Store,
-    retention: std::time::Duration,
-    interval: std::time::Duration,
-    mut shutdown: crate::shutdown::Shutdown,
-) {
-    loop {
-        let cutoff = super::now_ms() - retention.as_millis() as i64;
-        match store.prune(cutoff, 1000).await {
-            Ok(p) if p != Pruned::default() => tracing::info!(
-                attempts = p.attempts,
-                deliveries = p.deliveries,
-                calls = p.calls,
-                inbound_events = p.inbound_events,
-                "pruned rows older than the retention"
-            ),
-            Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "pruning failed; will try again"),
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(interval) => {}
-            _ = shutdown.wait() => return,
-        }
     }
 }
 

@@ -5,7 +5,7 @@ use serde::Serialize;
 
 /// A call to create for a room that maps to a workflow.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct NewCall<'a> {
+pub(crate) struct NewCall<'a> {
     pub room_sid: &'a str,
     pub room_name: &'a str,
     pub workflow_id: i64,
@@ -16,7 +16,7 @@ pub struct NewCall<'a> {
 /// A LiveKit event to remember as accepted, with the call it touched (for the
 /// operator's view of a call).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct SeenEvent<'a> {
+pub(crate) struct SeenEvent<'a> {
     pub event_id: &'a str,
     pub event_type: &'a str,
     pub room_sid: Option<&'a str>,
@@ -25,7 +25,7 @@ pub struct SeenEvent<'a> {
 
 /// A VoiceKit event to queue in the same transaction as the call change that caused it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct NewDelivery {
+pub(crate) struct NewDelivery {
     pub webhook_id: String,
     pub call_id: i64,
     pub seq: i64,

@@ -21,7 +21,7 @@ use crate::{
 pub(super) const MAX_BATCH: usize = 512;
 
 #[derive(Debug, thiserror::Error)]
-pub enum WriteError {
+pub(crate) enum WriteError {
     #[error("{0}")]
     Store(Arc<StoreError>),
     #[error("the store's writer has stopped")]
@@ -47,7 +47,7 @@ pub(super) struct OutcomeJob {
 /// The handle everything that writes goes through. Cheap to clone; the backend's
 /// writer stops once every handle is dropped and what was queued is committed.
 #[derive(Clone)]
-pub struct Writer {
+pub(crate) struct Writer {
     kind: Kind,
     /// Told of every write's outcome.
     health: Arc<StoreHealth>,
@@ -63,7 +63,7 @@ impl Store {
     /// Starts the write path. `delivery` is woken whenever new VoiceKit events are
     /// durable; `workflows` decide which rooms are calls. The task ends after the last
     /// [`Writer`] is dropped.
-    pub fn start_writer(
+    pub(crate) fn start_writer(
         &self,
         workflows: SharedWorkflows,
         delivery: Arc<Notify>,
@@ -90,7 +90,7 @@ impl Store {
 
 impl Writer {
     /// Commits `incoming` and everything it causes; returns once that is durable.
-    pub async fn accept(&self, incoming: Incoming) -> Result<Accepted, WriteError> {
+    pub(crate) async fn accept(&self, incoming: Incoming) -> Result<Accepted, WriteError> {
         let (reply, answer) = oneshot::channel();
         let job = EventJob { incoming, reply };
         let done = async {
@@ -114,7 +114,7 @@ impl Writer {
 
     /// Records a finished delivery attempt and moves its outbox row on; returns once
     /// that is durable.
-    pub async fn record(
+    pub(crate) async fn record(
         &self,
         attempt: Attempt,
         outcome: AttemptOutcome,
@@ -137,7 +137,7 @@ impl Writer {
 
     /// Freezes a `call_finalized` body once its recording URL is known, so that every
     /// retry sends these bytes; returns once that is durable.
-    pub async fn publish(&self, outbox_id: i64, payload: String) -> Result<(), WriteError> {
+    pub(crate) async fn publish(&self, outbox_id: i64, payload: String) -> Result<(), WriteError> {
         let published = async {
             match &self.kind {
                 Kind::Sqlite(h) => {
@@ -156,7 +156,7 @@ impl Writer {
     /// outcomes have transactions of their own, a few, so the next request overlaps
     /// the commit; where they share the transactions webhooks wait for, none, so a
     /// drain of the outbox never crowds out ingest.
-    pub fn outcomes_waiting_per_slot(&self) -> usize {
+    pub(crate) fn outcomes_waiting_per_slot(&self) -> usize {
         match &self.kind {
             Kind::Sqlite(_) => 0,
             Kind::Postgres(_) => postgres::OUTCOMES_WAITING_PER_SLOT,

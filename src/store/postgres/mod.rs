@@ -17,7 +17,6 @@ use sqlx::{
 };
 
 use super::{StoreError, redact_url};
-pub use vacuum::keep_vacuumed;
 pub(super) use writer::{OUTCOMES_WAITING_PER_SLOT, WriterHandle, start_writer};
 
 pub(super) static MIGRATIONS: Migrator = sqlx::migrate!("src/store/migrations/postgres");

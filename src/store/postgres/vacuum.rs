@@ -6,20 +6,15 @@
 //! with it off, the due-rows query slows from under a millisecond to seconds within
 //! minutes of steady traffic, and deliveries stall. So at start the bridge asks; if
 //! autovacuum is off it says so and runs `VACUUM (ANALYZE)` on its tables itself at a
-//! steady pace.
-
-use std::time::Duration;
+//! steady pace (the schedule is `jobs::vacuum`).
 
 use crate::store::{Backend, Store, StoreError};
-
-/// How often the tables are vacuumed when the server does not.
-pub const VACUUM_INTERVAL: Duration = Duration::from_secs(20);
 
 const TABLES: &str = "outbox, calls, inbound_events, delivery_attempts";
 
 impl Store {
     /// Whether this is PostgreSQL with autovacuum off (server-wide).
-    pub async fn needs_own_vacuum(&self) -> Result<bool, StoreError> {
+    pub(crate) async fn needs_own_vacuum(&self) -> Result<bool, StoreError> {
         let Backend::Postgres(db) = self.backend() else {
             return Ok(false);
         };
@@ -30,37 +25,13 @@ impl Store {
     }
 
     /// `VACUUM (ANALYZE)` of the bridge's tables (PostgreSQL; nothing on SQLite).
-    pub async fn vacuum(&self) -> Result<(), StoreError> {
+    pub(crate) async fn vacuum(&self) -> Result<(), StoreError> {
         if let Backend::Postgres(db) = self.backend() {
             sqlx::raw_sql(sqlx::AssertSqlSafe(format!("VACUUM (ANALYZE) {TABLES}")))
                 .execute(&db.pool)
                 .await?;
         }
         Ok(())
-    }
-}
-
-/// Vacuums every [`VACUUM_INTERVAL`] until shutdown, if the server does not.
-pub async fn keep_vacuumed(store: Store, mut shutdown: crate::shutdown::Shutdown) {
-    match store.needs_own_vacuum().await {
-        Ok(false) => return,
-        Ok(true) => tracing::warn!(
-            "PostgreSQL runs with autovacuum off: the bridge vacuums and analyses its own tables every {}s",
-            VACUUM_INTERVAL.as_secs()
-        ),
-        Err(e) => {
-            tracing::warn!(error = %e, "could not read PostgreSQL's autovacuum setting");
-            return;
-        }
-    }
-    loop {
-        tokio::select! {
-            _ = tokio::time::sleep(VACUUM_INTERVAL) => {}
-            _ = shutdown.wait() => return,
-        }
-        if let Err(e) = store.vacuum().await {
-            tracing::warn!(error = %e, "VACUUM failed; will try again");
-        }
     }
 }
 

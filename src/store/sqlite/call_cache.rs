@@ -23,10 +23,10 @@ use crate::call::CallState;
 
 /// How many calls the writer remembers: far more than are ever mid-batch, in a few
 /// MiB. Beyond it the least recently written are forgotten (and read again).
-pub const CAPACITY: usize = 4096;
+pub(super) const CAPACITY: usize = 4096;
 
 /// Call states by room sid, as committed by this connection.
-pub struct CallCache {
+pub(super) struct CallCache {
     states: LruCache<String, CallState>,
     /// `PRAGMA data_version` when the cache was last known to match the file.
     data_version: Option<i64>,
@@ -35,7 +35,7 @@ pub struct CallCache {
 }
 
 impl CallCache {
-    pub fn new(capacity: usize) -> Self {
+    pub(super) fn new(capacity: usize) -> Self {
         CallCache {
             states: LruCache::new(NonZeroUsize::new(capacity).expect("capacity above 0")),
             data_version: None,
@@ -46,7 +46,7 @@ impl CallCache {
 
     /// Starts a batch: when another connection committed since the last one
     /// (`data_version` moved), nothing remembered can be trusted.
-    pub fn check(&mut self, data_version: i64) {
+    pub(super) fn check(&mut self, data_version: i64) {
         if self.data_version != Some(data_version) {
             self.states.clear();
             self.data_version = Some(data_version);
@@ -54,7 +54,7 @@ impl CallCache {
     }
 
     /// The room's call state, taken out: the batch that uses it puts back what it commits.
-    pub fn take(&mut self, room_sid: &str) -> Option<CallState> {
+    pub(super) fn take(&mut self, room_sid: &str) -> Option<CallState> {
         let state = self.states.pop(room_sid);
         #[cfg(test)]
         if state.is_some() {
@@ -65,7 +65,7 @@ impl CallCache {
 
     /// Remembers states just committed. A finalized call expects nothing more worth
     /// the memory; a late event of it reads the file.
-    pub fn keep(&mut self, states: Vec<CallState>) {
+    pub(super) fn keep(&mut self, states: Vec<CallState>) {
         for state in states {
             if state.finalized {
                 self.states.pop(&state.room_sid);

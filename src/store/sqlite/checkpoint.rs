@@ -4,26 +4,27 @@
 //! into the database file, with its own fsyncs, before that commit returns: every few
 //! hundred batches one batch of webhooks waited for a checkpoint, and that was the tail
 //! of the webhook latency. The store's connections never checkpoint
-//! (`wal_autocheckpoint = 0`); this task does, `PASSIVE`ly (it never blocks a writer), at
-//! a steady pace. PostgreSQL checkpoints by itself.
+//! (`wal_autocheckpoint = 0`); [`Store::checkpoint`] does, `PASSIVE`ly (it never blocks a
+//! writer), at the steady pace of a job (`jobs::checkpoint`). PostgreSQL checkpoints by
+//! itself.
 //!
 //! A checkpoint that runs beside a writer never finds every frame copied, and SQLite
 //! only starts the WAL over when one does: during a burst the WAL would grow without
 //! end. The SQLite writer therefore also checkpoints itself between batches
 //! (`writer.rs`), which lets the WAL restart.
 
-use std::time::Duration;
-
 use crate::store::{Backend, Store, StoreError};
 
-/// How often the WAL is copied back when the ingest writer is not writing (deliveries'
-/// outcomes, repairs, an idle store).
-pub const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(500);
-
 impl Store {
+    /// Whether this store needs its WAL checkpointed by the bridge (SQLite); PostgreSQL
+    /// checkpoints by itself.
+    pub(crate) fn needs_own_checkpoints(&self) -> bool {
+        matches!(self.backend(), Backend::Sqlite(_))
+    }
+
     /// Copies what the WAL holds into the database file, without waiting for readers or
     /// writers; returns the (log, checkpointed) page counts.
-    pub async fn checkpoint(&self) -> Result<Option<(i64, i64)>, StoreError> {
+    pub(crate) async fn checkpoint(&self) -> Result<Option<(i64, i64)>, StoreError> {
         let Backend::Sqlite(db) = self.backend() else {
             return Ok(None);
         };
@@ -36,26 +37,6 @@ impl Store {
             })
             .await?;
         Ok(Some(counts))
-    }
-}
-
-/// Checkpoints a SQLite store every [`CHECKPOINT_INTERVAL`] until shutdown, and once more
-/// on the way out.
-pub async fn keep_checkpointed(store: Store, mut shutdown: crate::shutdown::Shutdown) {
-    if !matches!(store.backend(), Backend::Sqlite(_)) {
-        return;
-    }
-    loop {
-        let stopping = tokio::select! {
-            _ = tokio::time::sleep(CHECKPOINT_INTERVAL) => false,
-            _ = shutdown.wait() => true,
-        };
-        if let Err(e) = store.checkpoint().await {
-            tracing::warn!(error = %e, "WAL checkpoint failed; will try again");
-        }
-        if stopping {
-            return;
-        }
     }
 }
 

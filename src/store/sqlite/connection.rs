@@ -98,7 +98,7 @@ fn note_wal_frames(_wal: &Wal, frames: c_int) -> rusqlite::Result<()> {
 
 impl IngestConnection {
     /// The fsync of this database's WAL (the file exists while this connection is open).
-    pub fn wal_sync(&self) -> Result<WalSync, StoreError> {
+    pub(super) fn wal_sync(&self) -> Result<WalSync, StoreError> {
         WalSync::of(&self.file).map_err(StoreError::WalSync)
     }
 
@@ -137,7 +137,7 @@ impl IngestConnection {
     }
 
     /// The WAL's length in frames (pages) after this connection's last commit.
-    pub fn wal_frames(&self) -> i64 {
+    pub(super) fn wal_frames(&self) -> i64 {
         WAL_FRAMES.with(Cell::get)
     }
 
@@ -145,7 +145,7 @@ impl IngestConnection {
     /// for); returns the (log, checkpointed) page counts. Run between two batches, when
     /// no write is in progress, it leaves every frame copied, so the next batch starts
     /// the WAL over.
-    pub fn checkpoint(&mut self) -> Result<(i64, i64), StoreError> {
+    pub(super) fn checkpoint(&mut self) -> Result<(i64, i64), StoreError> {
         let counts = self
             .conn
             .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
@@ -156,7 +156,7 @@ impl IngestConnection {
 
     /// Opens the batch's transaction (`IMMEDIATE`: it holds the write lock from the
     /// start, so no one else commits until it ends and the call cache can be checked).
-    pub fn begin(&mut self) -> Result<SqliteBatch<'_>, StoreError> {
+    pub(super) fn begin(&mut self) -> Result<SqliteBatch<'_>, StoreError> {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -190,7 +190,7 @@ pub(crate) struct SqliteBatch<'c> {
 
 impl SqliteBatch<'_> {
     /// Stores published bodies (`Store::set_payload`'s statement).
-    pub fn set_payloads(&mut self, payloads: &[(i64, String)]) -> Result<(), StoreError> {
+    pub(super) fn set_payloads(&mut self, payloads: &[(i64, String)]) -> Result<(), StoreError> {
         if payloads.is_empty() {
             return Ok(());
         }
@@ -203,7 +203,7 @@ impl SqliteBatch<'_> {
 
     /// Records finished delivery attempts (`Store::finish_attempts`'s statements), so
     /// they share the batch's one fsync.
-    pub fn record_attempts(
+    pub(super) fn record_attempts(
         &mut self,
         attempts: &[(Attempt, AttemptOutcome)],
     ) -> Result<(), StoreError> {
@@ -218,12 +218,12 @@ impl SqliteBatch<'_> {
     }
 
     /// The id of the first outbox row this transaction inserted, if any.
-    pub fn first_outbox_id(&self) -> Option<i64> {
+    pub(super) fn first_outbox_id(&self) -> Option<i64> {
         self.first_outbox_id
     }
 
     /// Commits. The batch is durable once the `WalSync` that follows returns.
-    pub fn commit(self) -> Result<(), StoreError> {
+    pub(super) fn commit(self) -> Result<(), StoreError> {
         self.tx.commit()?;
         self.calls.keep(self.saved);
         Ok(())
@@ -232,7 +232,7 @@ impl SqliteBatch<'_> {
 
 impl SqliteBatch<'_> {
     /// Plans a batch of events (`crate::ingest::plan`) and writes the plan.
-    pub fn apply(
+    pub(super) fn apply(
         &mut self,
         batch: &[Incoming],
         workflows: &[Workflow],

@@ -43,7 +43,7 @@ pub(crate) static MIGRATIONS: &[Migration] = &[
 
 /// What stops a SQLite file from being migrated.
 #[derive(Debug, thiserror::Error)]
-pub enum MigrateError {
+pub(crate) enum MigrateError {
     #[error("database error: {0}")]
     Sqlite(#[from] rusqlite::Error),
     #[error("migration {0} was left half-applied by an earlier run; repair the database by hand")]

@@ -20,7 +20,6 @@ mod writer;
 use std::{path::PathBuf, sync::Arc};
 
 use super::StoreError;
-pub use checkpoint::keep_checkpointed;
 pub(crate) use pool::Pool;
 pub(crate) use pool::args;
 pub(super) use wal_sync::SyncHorizon;

@@ -27,12 +27,12 @@ use std::{
 
 /// How the WAL is made durable: `fdatasync` on the `-wal` file, or a stand-in in tests.
 #[derive(Clone)]
-pub struct WalSync(Arc<dyn Fn() -> io::Result<()> + Send + Sync>);
+pub(super) struct WalSync(Arc<dyn Fn() -> io::Result<()> + Send + Sync>);
 
 impl WalSync {
     /// Syncs the WAL of the database at `db` (`<db>-wal`, which SQLite keeps while a
     /// connection is open, so the writer's connection must be opened first).
-    pub fn of(db: &Path) -> io::Result<WalSync> {
+    pub(super) fn of(db: &Path) -> io::Result<WalSync> {
         let mut wal = db.as_os_str().to_owned();
         wal.push("-wal");
         let file = File::open(&wal)?;
@@ -45,7 +45,7 @@ impl WalSync {
         WalSync(Arc::new(f))
     }
 
-    pub fn sync(&self) -> io::Result<()> {
+    pub(super) fn sync(&self) -> io::Result<()> {
         (self.0)()
     }
 }
@@ -53,7 +53,7 @@ impl WalSync {
 /// Where delivery must stop reading the outbox: below the first row of the oldest
 /// commit that is not yet synced ([`i64::MAX`] when every commit is).
 #[derive(Clone, Debug)]
-pub struct SyncHorizon {
+pub(crate) struct SyncHorizon {
     /// One entry per commit not yet synced, oldest first: its first outbox id, if it
     /// queued any.
     unsynced: Arc<Mutex<VecDeque<Option<i64>>>>,
@@ -71,20 +71,20 @@ impl Default for SyncHorizon {
 
 impl SyncHorizon {
     /// Outbox rows with an id at or above this may not be durable yet.
-    pub fn below(&self) -> i64 {
+    pub(crate) fn below(&self) -> i64 {
         self.below.load(Ordering::Acquire)
     }
 
     /// Called before each commit, whose rows others see from the commit on; its first
     /// outbox id, if it queued any (ids only grow, so later rows are above it).
-    pub fn committing(&self, first_outbox_id: Option<i64>) {
+    pub(crate) fn committing(&self, first_outbox_id: Option<i64>) {
         let mut unsynced = self.unsynced.lock().expect("horizon lock");
         unsynced.push_back(first_outbox_id);
         self.publish(&unsynced);
     }
 
     /// Called when the commit announced last failed: none of its rows exist.
-    pub fn withdraw(&self) {
+    pub(crate) fn withdraw(&self) {
         let mut unsynced = self.unsynced.lock().expect("horizon lock");
         unsynced.pop_back();
         self.publish(&unsynced);
@@ -92,7 +92,7 @@ impl SyncHorizon {
 
     /// Called once the oldest `commits` commits are synced (or failed: nothing of a
     /// failed commit is visible).
-    pub fn synced(&self, commits: usize) {
+    pub(crate) fn synced(&self, commits: usize) {
         let mut unsynced = self.unsynced.lock().expect("horizon lock");
         let commits = commits.min(unsynced.len());
         unsynced.drain(..commits);

@@ -8,8 +8,6 @@
 //! HeadObject (a URL to nothing helps no one) and published either as a presigned GET
 //! or under a public base URL.
 
-use std::time::Duration;
-
 use aws_sdk_s3::{
     Client,
     config::{BehaviorVersion, Region},
@@ -24,7 +22,7 @@ use crate::{
 };
 
 #[derive(Debug, thiserror::Error)]
-pub enum RecordingError {
+pub(crate) enum RecordingError {
     #[error("recording has neither a location nor a filename")]
     NoKey,
     #[error("S3 HeadObject s3://{bucket}/{key} failed: {message}")]
@@ -43,7 +41,7 @@ pub enum RecordingError {
 
 /// What publishing a recording came to.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Published {
+pub(crate) enum Published {
     Url(String),
     /// HeadObject found no such object: the call is finalized without a URL.
     Missing {
@@ -60,14 +58,14 @@ pub enum Published {
 
 /// Publishes recordings from the configured bucket.
 #[derive(Clone)]
-pub struct Recordings {
+pub(crate) struct Recordings {
     client: Client,
     config: RecordingsConfig,
 }
 
 impl Recordings {
     /// Builds the S3 client from the standard AWS credential chain.
-    pub async fn new(config: RecordingsConfig) -> Recordings {
+    pub(crate) async fn new(config: RecordingsConfig) -> Recordings {
         let shared = aws_config::defaults(BehaviorVersion::latest())
             .region(Region::new(config.region.clone()))
             .load()
@@ -80,12 +78,12 @@ impl Recordings {
         Recordings::with_client(Client::from_conf(s3.build()), config)
     }
 
-    pub fn with_client(client: Client, config: RecordingsConfig) -> Recordings {
+    pub(crate) fn with_client(client: Client, config: RecordingsConfig) -> Recordings {
         Recordings { client, config }
     }
 
     /// Confirms the object (when `verify_object`) and returns its URL.
-    pub async fn publish(&self, file: &RecordingFile) -> Result<Published, RecordingError> {
+    pub(crate) async fn publish(&self, file: &RecordingFile) -> Result<Published, RecordingError> {
         let bucket = self.config.bucket.clone();
         let object =
             locate(&file.location, &file.filename, &bucket).ok_or(RecordingError::NoKey)?;
@@ -138,9 +136,8 @@ impl Recordings {
             key,
             message,
         };
-        let expiry =
-            PresigningConfig::expires_in(Duration::from_secs(self.config.presign_expiry_secs))
-                .map_err(|e| fail(e.to_string(), bucket.clone(), key.clone()))?;
+        let expiry = PresigningConfig::expires_in(self.config.presign_expiry)
+            .map_err(|e| fail(e.to_string(), bucket.clone(), key.clone()))?;
         match self
             .client
             .get_object()
@@ -171,7 +168,7 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 
 /// Where an egress file result says its object is.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ObjectLocation {
+pub(crate) struct ObjectLocation {
     /// The bucket the location names; `None` when there is only a filename, which is a
     /// key in the configured bucket.
     pub bucket: Option<String>,
@@ -185,7 +182,7 @@ pub struct ObjectLocation {
 /// (encoded, with a query); a host that begins with `{configured}.` is a virtual host of
 /// the configured bucket on any endpoint. `filename` is the key as egress wrote it and
 /// the fallback.
-pub fn locate(location: &str, filename: &str, configured: &str) -> Option<ObjectLocation> {
+pub(crate) fn locate(location: &str, filename: &str, configured: &str) -> Option<ObjectLocation> {
     let from_location = (|| {
         let (_, rest) = location.split_once("://")?;
         let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
@@ -261,7 +258,7 @@ fn percent_decode(s: &str) -> String {
 }
 
 /// `public_base_url` + key, each path segment percent-encoded as a URL path needs.
-pub fn public_url(base: &str, key: &str) -> String {
+pub(crate) fn public_url(base: &str, key: &str) -> String {
     let mut url = base.trim_end_matches('/').to_owned();
     for segment in key.split('/') {
         url.push('/');
@@ -361,7 +358,7 @@ mod tests {
             force_path_style: false,
             url_mode: mode,
             public_base_url: Some("https://recordings.voicekit.com".into()),
-            presign_expiry_secs: 604_800,
+            presign_expiry: std::time::Duration::from_secs(604_800),
             verify_object: false,
         }
     }

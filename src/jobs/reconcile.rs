@@ -5,7 +5,7 @@
 //! as LiveKit's own events (dedupe, state machine, one transaction) and are noted on
 //! the call.
 
-use std::time::Duration;
+use tokio_util::sync::CancellationToken;
 
 use crate::{
     call::machine::{CallState, Phase, REPAIR_EGRESS_ENDED, REPAIR_ROOM_FINISHED},
@@ -15,7 +15,6 @@ use crate::{
         api::LiveKitApi,
         event::{Room, WebhookEvent},
     },
-    shutdown::Shutdown,
     store::{StaleCursor, Store, now_ms},
 };
 
@@ -24,7 +23,7 @@ use crate::{
 /// rest.
 const PAGE: i64 = 200;
 
-pub struct Reconciler {
+pub(crate) struct Reconciler {
     pub store: Store,
     pub ingestor: Ingestor,
     pub livekit: LiveKitApi,
@@ -32,12 +31,12 @@ pub struct Reconciler {
 }
 
 impl Reconciler {
-    pub async fn run(self, mut shutdown: Shutdown) {
-        let every = Duration::from_secs_f64(self.config.interval_secs);
+    pub(crate) async fn run(self, shutdown: CancellationToken) {
+        let every = self.config.interval;
         loop {
             tokio::select! {
                 _ = tokio::time::sleep(every) => {}
-                _ = shutdown.wait() => return,
+                _ = shutdown.cancelled() => return,
             }
             self.sweep_empty_rooms().await;
             self.settle_egresses().await;
@@ -45,8 +44,8 @@ impl Reconciler {
     }
 
     /// Ends calls whose room has had nobody in it for `empty_room_timeout_secs`.
-    pub async fn sweep_empty_rooms(&self) {
-        let timeout_ms = (self.config.empty_room_timeout_secs * 1000.0) as i64;
+    pub(crate) async fn sweep_empty_rooms(&self) {
+        let timeout_ms = self.config.empty_room_timeout.as_millis() as i64;
         let cutoff = now_ms() - timeout_ms;
         let phases = [Phase::Waiting.as_str(), Phase::InProgress.as_str()];
         let mut after = None;
@@ -94,8 +93,8 @@ impl Reconciler {
     }
 
     /// Asks LiveKit about egresses of ended calls whose `egress_ended` never came.
-    pub async fn settle_egresses(&self) {
-        let cutoff = now_ms() - (self.config.egress_timeout_secs * 1000.0) as i64;
+    pub(crate) async fn settle_egresses(&self) {
+        let cutoff = now_ms() - self.config.egress_timeout.as_millis() as i64;
         let phases = [Phase::Ended.as_str()];
         let mut after = None;
         loop {
@@ -234,8 +233,9 @@ mod tests {
                     },
                 ),
                 config: ReconcileConfig {
-                    empty_room_timeout_secs: 0.0,
-                    ..ReconcileConfig::default()
+                    interval: std::time::Duration::from_secs(30),
+                    empty_room_timeout: std::time::Duration::ZERO,
+                    egress_timeout: std::time::Duration::from_secs(900),
                 },
             };
             reconciler.sweep_empty_rooms().await;
