@@ -13,12 +13,13 @@
 //! vacuum). Nothing outside asks which backend it runs on.
 
 mod calls;
+pub(crate) mod dashboard;
 mod endpoints;
 #[cfg(test)]
 pub(crate) mod fixtures;
 mod health;
 mod observe;
-mod operator;
+pub(crate) mod operator;
 mod outbox;
 mod postgres;
 mod prune;
@@ -30,6 +31,7 @@ mod writer;
 use std::{sync::Arc, time::Duration};
 
 pub use calls::{StaleCursor, StalePage};
+pub use dashboard::{CallSearch, DeliverySearch, MinuteTraffic, Overview};
 pub use endpoints::DisabledEndpoint;
 pub use health::StoreHealth;
 pub use operator::{AttemptRecord, CallDetail, CallSummary, DeliverySummary, InboundRecord};
