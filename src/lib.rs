@@ -134,14 +134,6 @@ pub async fn run_with(config: Config, options: RunOptions) -> anyhow::Result<()>
     let recordings = Recordings::new(config.recordings.clone()).await;
     let livekit = LiveKitApi::new(config.livekit.url.clone(), config.livekit.keys[0].clone());
     let (trigger, shutdown) = shutdown::channel();
-    let operator = Arc::new(OperatorState {
-        store: store.clone(),
-        workflows: workflows.clone(),
-        token: config.api.token.clone(),
-        delivery: wake.clone(),
-        shutdown: shutdown.clone(),
-        gauges: http::GaugeCache::new(Duration::from_secs_f64(config.api.metrics_refresh_secs)),
-    });
     let reconciler = Reconciler {
         store: store.clone(),
         ingestor: ingestor.clone(),
@@ -153,11 +145,21 @@ pub async fn run_with(config: Config, options: RunOptions) -> anyhow::Result<()>
         recordings,
         livekit,
         &config.delivery,
-        workflows,
-        wake,
+        workflows.clone(),
+        wake.clone(),
         store_writer,
     )
     .context("building the HTTP client for deliveries")?;
+    let operator = Arc::new(OperatorState {
+        store: ops_store.clone(),
+        workflows,
+        token: config.api.token.clone(),
+        delivery: wake,
+        shutdown: shutdown.clone(),
+        gauges: http::GaugeCache::new(Duration::from_secs_f64(config.api.metrics_refresh_secs)),
+        circuits: worker.circuits(),
+        sessions: http::dashboard::SessionKey::random(),
+    });
 
     let mut delivery = tokio::spawn(worker.run(shutdown.clone()));
     let summary = http::summary::spawn(config.log.summary_interval(), shutdown.clone());

@@ -17,7 +17,7 @@ use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderValue, RETRY_AFTER, USER_AG
 use tokio::{sync::Notify, task::JoinSet};
 
 use super::{
-    breaker::{self, Breakers, Change},
+    breaker::{self, Breakers, Change, Circuits},
     policy::RetryPolicy,
     signing::{self, SigningKey},
 };
@@ -101,7 +101,7 @@ struct Inner {
     policy: RetryPolicy,
     workflows: SharedWorkflows,
     config: DeliveryConfig,
-    breakers: Mutex<Breakers>,
+    breakers: Arc<Mutex<Breakers>>,
     in_flight: Mutex<InFlight>,
     /// Records outcomes and stores published bodies.
     writer: Writer,
@@ -209,7 +209,7 @@ impl Worker {
                 policy: RetryPolicy::new(&config.retry_schedule_secs),
                 workflows,
                 config: config.clone(),
-                breakers: Mutex::new(breakers),
+                breakers: Arc::new(Mutex::new(breakers)),
                 in_flight: Mutex::new(InFlight::default()),
                 disabled: Mutex::new(Disabled::default()),
                 stopping: std::sync::atomic::AtomicBool::new(false),
@@ -217,6 +217,11 @@ impl Worker {
             }),
             wake,
         })
+    }
+
+    /// Which endpoints' circuits are open, as the worker sees them.
+    pub fn circuits(&self) -> Circuits {
+        Circuits::new(self.inner.breakers.clone())
     }
 
     /// Delivers until shutdown; in-flight deliveries then finish (bounded by the

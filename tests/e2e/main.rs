@@ -10,6 +10,7 @@ mod support;
 mod call_flow;
 mod cli;
 mod crash;
+mod dashboard;
 mod delivery_policy;
 mod endpoint_gone;
 mod harness_smoke;

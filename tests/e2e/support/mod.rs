@@ -11,6 +11,7 @@
 
 pub mod config;
 pub mod daemon;
+pub mod dashboard;
 pub mod livekit_server;
 pub mod lk;
 pub mod moto;
