@@ -7,6 +7,7 @@
 
 mod support;
 
+mod browser;
 mod call_flow;
 mod cli;
 mod crash;

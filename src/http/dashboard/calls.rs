@@ -264,7 +264,7 @@ pub async fn show(
         timeline.push(Moment {
             at_ms: a.attempted_at,
             at: view.at,
-            class: "attempt",
+            class: "timeline-attempt",
             direction: "attempt",
             event,
             id: format!("delivery {}", a.outbox_id),

@@ -124,7 +124,7 @@ fn html(template: &impl Template) -> Response {
             );
             headers.insert(
                 header::REFERRER_POLICY,
-                HeaderValue::from_static("no-referrer"),
+                HeaderValue::from_static("same-origin"),
             );
             headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
             response

@@ -9,6 +9,7 @@
 //! It is compiled once, in the one e2e test binary, so whatever no test uses is
 //! reported as dead code.
 
+pub mod browser;
 pub mod config;
 pub mod daemon;
 pub mod dashboard;
