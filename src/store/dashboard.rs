@@ -43,7 +43,8 @@ pub struct CallSearch {
     pub call_id: Option<i64>,
     /// Part of the room name.
     pub room: Option<String>,
-    /// The start of the caller's phone number (the SIP caller's or the metadata's).
+    /// The start of the caller's phone number (the SIP caller's or the metadata's); a
+    /// leading `+` may be left out.
     pub phone: Option<String>,
     /// The call's slug.
     pub slug: Option<String>,
@@ -135,6 +136,21 @@ fn every_minute(since: i64, now: i64, counted: Vec<MinuteTraffic>) -> Vec<Minute
         minute += MINUTE_MS;
     }
     minutes
+}
+
+/// The phone numbers that start with `prefix`, as the half-open range `[from, to)` in
+/// byte order: stored numbers are E.164 (`+15551230001`), so a prefix typed without its
+/// `+` gets one.
+pub(crate) fn phone_range(prefix: &str) -> (String, String) {
+    let prefix = prefix.trim();
+    let from = if prefix.starts_with('+') {
+        prefix.to_owned()
+    } else {
+        format!("+{prefix}")
+    };
+    // No character sorts after U+10FFFF: every number that starts with `from` is below.
+    let to = format!("{from}\u{10FFFF}");
+    (from, to)
 }
 
 /// `text` for a `LIKE ... ESCAPE '\'` pattern: its `%`, `_` and `\` match themselves.

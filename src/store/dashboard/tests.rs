@@ -57,6 +57,8 @@ async fn calls_are_found_by_id_room_phone_slug_and_time_newest_first() {
         };
         assert_eq!(ids(phone("+1555")).await, [b, a]);
         assert_eq!(ids(phone("+49")).await, [c]);
+        assert_eq!(ids(phone("4930")).await, [c], "the + may be left out");
+        assert_eq!(ids(phone("+155500012")).await, Vec::<i64>::new());
         assert_eq!(
             ids(CallSearch {
                 slug: Some("RM_b".into()),

@@ -6,7 +6,7 @@ use sqlx::{PgPool, Row};
 
 use crate::store::{
     CallSummary, DeliverySummary, StoreError,
-    dashboard::{CallSearch, DeliverySearch, MinuteTraffic, Overview, like_escaped},
+    dashboard::{CallSearch, DeliverySearch, MinuteTraffic, Overview, like_escaped, phone_range},
     operator::{CALL, DELIVERY},
 };
 
@@ -66,12 +66,12 @@ struct Conditions {
 }
 
 impl Conditions {
-    /// Adds `condition`, each `$` of which is the placeholder of the next argument.
+    /// Adds `condition`, each `?` of which is the placeholder of the next argument.
     fn push(&mut self, condition: &str, args: impl IntoIterator<Item = Arg>) {
         let mut sql = String::with_capacity(condition.len() + 4);
         let mut args = args.into_iter();
         for c in condition.chars() {
-            if c == '$' {
+            if c == '?' {
                 self.args
                     .push(args.next().expect("an argument for each placeholder"));
                 sql.push_str(&format!("${}", self.args.len()));
@@ -115,34 +115,38 @@ pub(crate) async fn search_calls(
 ) -> Result<Vec<CallSummary>, StoreError> {
     let mut c = Conditions::default();
     if let Some(id) = search.call_id {
-        c.push("id = $", [Arg::Int(id)]);
+        c.push("id = ?", [Arg::Int(id)]);
     }
     if let Some(room) = &search.room {
         let pattern = format!("%{}%", like_escaped(room));
-        c.push(r"room_name ILIKE $ ESCAPE '\'", [Arg::Text(pattern)]);
+        c.push(r"room_name ILIKE ? ESCAPE '\'", [Arg::Text(pattern)]);
     }
     if let Some(phone) = &search.phone {
-        // Both numbers are plain JSON strings in the stored state: `"sip_phone":"+1..."`.
-        let phone = like_escaped(phone);
+        // Each number has an index of its own (the dashboard's migration): a union of
+        // two index ranges, where a pattern would read every call's state.
+        let (from, to) = phone_range(phone);
         c.push(
-            r"(state LIKE $ ESCAPE '\' OR state LIKE $ ESCAPE '\')",
-            [
-                Arg::Text(format!(r#"%"sip_phone":"{phone}%"#)),
-                Arg::Text(format!(r#"%"metadata_phone":"{phone}%"#)),
-            ],
+            r#"id IN (SELECT id FROM calls
+                      WHERE (state::jsonb ->> 'sip_phone') COLLATE "C" >= ?
+                        AND (state::jsonb ->> 'sip_phone') COLLATE "C" < ?
+                      UNION ALL
+                      SELECT id FROM calls
+                      WHERE (state::jsonb ->> 'metadata_phone') COLLATE "C" >= ?
+                        AND (state::jsonb ->> 'metadata_phone') COLLATE "C" < ?)"#,
+            [from.clone(), to.clone(), from, to].map(Arg::Text),
         );
     }
     if let Some(slug) = &search.slug {
-        c.push("call_slug = $", [Arg::Text(slug.clone())]);
+        c.push("call_slug = ?", [Arg::Text(slug.clone())]);
     }
     if let Some(since) = search.since_ms {
-        c.push("created_at >= $", [Arg::Int(since)]);
+        c.push("created_at >= ?", [Arg::Int(since)]);
     }
     if let Some(until) = search.until_ms {
-        c.push("created_at < $", [Arg::Int(until)]);
+        c.push("created_at < ?", [Arg::Int(until)]);
     }
     if let Some(before) = search.before_id {
-        c.push("id < $", [Arg::Int(before)]);
+        c.push("id < ?", [Arg::Int(before)]);
     }
     let (filter, args) = c.newest_first(search.limit);
     fetch(pool, format!("SELECT {CALL} FROM calls {filter}"), args).await
@@ -154,19 +158,19 @@ pub(crate) async fn search_deliveries(
 ) -> Result<Vec<DeliverySummary>, StoreError> {
     let mut c = Conditions::default();
     if let Some(status) = &search.status {
-        c.push("status = $", [Arg::Text(status.clone())]);
+        c.push("status = ?", [Arg::Text(status.clone())]);
     }
     if let Some(workflow) = search.workflow_id {
-        c.push("workflow_id = $", [Arg::Int(workflow)]);
+        c.push("workflow_id = ?", [Arg::Int(workflow)]);
     }
     if let Some(since) = search.since_ms {
-        c.push("created_at >= $", [Arg::Int(since)]);
+        c.push("created_at >= ?", [Arg::Int(since)]);
     }
     if let Some(until) = search.until_ms {
-        c.push("created_at < $", [Arg::Int(until)]);
+        c.push("created_at < ?", [Arg::Int(until)]);
     }
     if let Some(before) = search.before_id {
-        c.push("id < $", [Arg::Int(before)]);
+        c.push("id < ?", [Arg::Int(before)]);
     }
     let (filter, args) = c.newest_first(search.limit);
     fetch(

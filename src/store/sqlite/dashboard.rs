@@ -8,7 +8,7 @@ use rusqlite::types::Value;
 use super::{Pool, args};
 use crate::store::{
     CallSummary, DeliverySummary, StoreError,
-    dashboard::{CallSearch, DeliverySearch, MinuteTraffic, Overview, like_escaped},
+    dashboard::{CallSearch, DeliverySearch, MinuteTraffic, Overview, like_escaped, phone_range},
     operator::{CALL, DELIVERY},
 };
 
@@ -71,12 +71,12 @@ struct Conditions {
 }
 
 impl Conditions {
-    /// Adds `condition`, each `$` of which is the placeholder of the next argument.
+    /// Adds `condition`, each `?` of which is the placeholder of the next argument.
     fn push(&mut self, condition: &str, args: impl IntoIterator<Item = Value>) {
         let mut sql = String::with_capacity(condition.len() + 4);
         let mut args = args.into_iter();
         for c in condition.chars() {
-            if c == '$' {
+            if c == '?' {
                 self.args
                     .push(args.next().expect("an argument for each placeholder"));
                 sql.push_str(&format!("${}", self.args.len()));
@@ -104,65 +104,77 @@ pub(crate) async fn search_calls(
     pool: &Pool,
     search: &CallSearch,
 ) -> Result<Vec<CallSummary>, StoreError> {
+    let (sql, args) = calls_statement(search);
+    pool.all(&sql, args, CallSummary::from_sqlite).await
+}
+
+/// The statement that finds the calls of `search`, with its arguments.
+fn calls_statement(search: &CallSearch) -> (String, Vec<Value>) {
     let mut c = Conditions::default();
     if let Some(id) = search.call_id {
-        c.push("id = $", [Value::from(id)]);
+        c.push("id = ?", [Value::from(id)]);
     }
     if let Some(room) = &search.room {
         let pattern = format!("%{}%", like_escaped(room));
-        c.push(r"room_name LIKE $ ESCAPE '\'", [Value::from(pattern)]);
+        c.push(r"room_name LIKE ? ESCAPE '\'", [Value::from(pattern)]);
     }
     if let Some(phone) = &search.phone {
-        // Both numbers are plain JSON strings in the stored state: `"sip_phone":"+1..."`.
-        let phone = like_escaped(phone);
+        // Each number has an index of its own (the dashboard's migration): a union of
+        // two index ranges, where a pattern would read every call's state.
+        let (from, to) = phone_range(phone);
         c.push(
-            r"(state LIKE $ ESCAPE '\' OR state LIKE $ ESCAPE '\')",
-            [
-                format!(r#"%"sip_phone":"{phone}%"#).into(),
-                format!(r#"%"metadata_phone":"{phone}%"#).into(),
-            ],
+            "id IN (SELECT id FROM calls WHERE json_extract(state, '$.sip_phone') >= ?
+                        AND json_extract(state, '$.sip_phone') < ?
+                    UNION ALL
+                    SELECT id FROM calls WHERE json_extract(state, '$.metadata_phone') >= ?
+                        AND json_extract(state, '$.metadata_phone') < ?)",
+            [from.clone(), to.clone(), from, to].map(Value::from),
         );
     }
     if let Some(slug) = &search.slug {
-        c.push("call_slug = $", [Value::from(slug.clone())]);
+        c.push("call_slug = ?", [Value::from(slug.clone())]);
     }
     if let Some(since) = search.since_ms {
-        c.push("created_at >= $", [Value::from(since)]);
+        c.push("created_at >= ?", [Value::from(since)]);
     }
     if let Some(until) = search.until_ms {
-        c.push("created_at < $", [Value::from(until)]);
+        c.push("created_at < ?", [Value::from(until)]);
     }
     if let Some(before) = search.before_id {
-        c.push("id < $", [Value::from(before)]);
+        c.push("id < ?", [Value::from(before)]);
     }
     let (filter, args) = c.newest_first(search.limit);
-    let sql = format!("SELECT {CALL} FROM calls {filter}");
-    pool.all(&sql, args, CallSummary::from_sqlite).await
+    (format!("SELECT {CALL} FROM calls {filter}"), args)
 }
 
 pub(crate) async fn search_deliveries(
     pool: &Pool,
     search: &DeliverySearch,
 ) -> Result<Vec<DeliverySummary>, StoreError> {
+    let (sql, args) = deliveries_statement(search);
+    pool.all(&sql, args, DeliverySummary::from_sqlite).await
+}
+
+/// The statement that finds the deliveries of `search`, with its arguments.
+fn deliveries_statement(search: &DeliverySearch) -> (String, Vec<Value>) {
     let mut c = Conditions::default();
     if let Some(status) = &search.status {
-        c.push("status = $", [Value::from(status.clone())]);
+        c.push("status = ?", [Value::from(status.clone())]);
     }
     if let Some(workflow) = search.workflow_id {
-        c.push("workflow_id = $", [Value::from(workflow)]);
+        c.push("workflow_id = ?", [Value::from(workflow)]);
     }
     if let Some(since) = search.since_ms {
-        c.push("created_at >= $", [Value::from(since)]);
+        c.push("created_at >= ?", [Value::from(since)]);
     }
     if let Some(until) = search.until_ms {
-        c.push("created_at < $", [Value::from(until)]);
+        c.push("created_at < ?", [Value::from(until)]);
     }
     if let Some(before) = search.before_id {
-        c.push("id < $", [Value::from(before)]);
+        c.push("id < ?", [Value::from(before)]);
     }
     let (filter, args) = c.newest_first(search.limit);
-    let sql = format!("SELECT {DELIVERY} FROM outbox {filter}");
-    pool.all(&sql, args, DeliverySummary::from_sqlite).await
+    (format!("SELECT {DELIVERY} FROM outbox {filter}"), args)
 }
 
 pub(crate) async fn count_failed(
@@ -176,4 +188,89 @@ pub(crate) async fn count_failed(
         .first(COUNT_FAILED, args, |r| r.get(0))
         .await?
         .unwrap_or(0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{sql::numbered, test_sqlite_store};
+
+    /// SQLite's plan of `sql`, one step a line.
+    async fn plan(pool: &Pool, (sql, args): (String, Vec<Value>)) -> String {
+        let sql = format!("EXPLAIN QUERY PLAN {}", numbered(&sql));
+        pool.run(move |c| {
+            let mut stmt = c.prepare(&sql)?;
+            let steps =
+                stmt.query_map(rusqlite::params_from_iter(args), |r| r.get::<_, String>(3))?;
+            Ok(steps.collect::<Result<Vec<_>, _>>()?.join("\n"))
+        })
+        .await
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn every_filter_is_an_index_search_and_no_list_is_sorted_apart() {
+        let (store, _dir) = test_sqlite_store().await;
+        let pool = store.sqlite();
+        let calls = |search: CallSearch| {
+            calls_statement(&CallSearch {
+                limit: 50,
+                ..search
+            })
+        };
+        let deliveries = |search: DeliverySearch| {
+            deliveries_statement(&DeliverySearch {
+                limit: 50,
+                ..search
+            })
+        };
+        let cases = [
+            (
+                calls(CallSearch {
+                    phone: Some("+1555".into()),
+                    ..CallSearch::default()
+                }),
+                &["INDEX calls_sip_phone", "INDEX calls_metadata_phone"][..],
+            ),
+            (
+                calls(CallSearch {
+                    slug: Some("abc".into()),
+                    ..CallSearch::default()
+                }),
+                &["INDEX calls_call_slug"][..],
+            ),
+            (
+                deliveries(DeliverySearch {
+                    status: Some("failed".into()),
+                    ..DeliverySearch::default()
+                }),
+                &["INDEX outbox_status"][..],
+            ),
+            (
+                deliveries(DeliverySearch {
+                    status: Some("failed".into()),
+                    workflow_id: Some(1),
+                    since_ms: Some(0),
+                    until_ms: Some(1),
+                    ..DeliverySearch::default()
+                }),
+                &["INDEX outbox_workflow_status"][..],
+            ),
+            (
+                deliveries(DeliverySearch {
+                    workflow_id: Some(1),
+                    ..DeliverySearch::default()
+                }),
+                &["USING INDEX outbox_"][..],
+            ),
+        ];
+        for (statement, uses) in cases {
+            let sql = statement.0.clone();
+            let plan = plan(pool, statement).await;
+            for index in uses {
+                assert!(plan.contains(index), "{index} not in\n{plan}\nof {sql}");
+            }
+            assert!(!plan.contains("TEMP B-TREE"), "a sort in\n{plan}\nof {sql}");
+        }
+    }
 }

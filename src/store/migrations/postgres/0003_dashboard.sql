@@ -7,3 +7,9 @@ CREATE INDEX calls_call_slug ON calls (call_slug);
 -- Traffic per minute over the last hour.
 CREATE INDEX inbound_events_received ON inbound_events (received_at);
 CREATE INDEX delivery_attempts_at ON delivery_attempts (attempted_at);
+-- A call's page lists the LiveKit events of that call.
+CREATE INDEX inbound_events_call ON inbound_events (call_id);
+-- Calls found by the start of a phone number, the SIP caller's or the room metadata's,
+-- in byte order whatever the database's collation.
+CREATE INDEX calls_sip_phone ON calls (((state::jsonb ->> 'sip_phone')) COLLATE "C");
+CREATE INDEX calls_metadata_phone ON calls (((state::jsonb ->> 'metadata_phone')) COLLATE "C");
