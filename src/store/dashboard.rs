@@ -31,6 +31,40 @@ pub struct Overview {
     pub oldest_pending_at: Option<i64>,
     /// The last hour, one entry a minute, oldest first.
     pub traffic: Vec<MinuteTraffic>,
+    /// Each workflow's pending and failed deliveries, of workflows that have any.
+    pub backlog: Vec<WorkflowBacklog>,
+}
+
+/// How many of a workflow's deliveries wait or failed, and since when.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct WorkflowBacklog {
+    pub workflow_id: i64,
+    pub pending: i64,
+    pub oldest_pending_at: Option<i64>,
+    pub failed: i64,
+    pub oldest_failed_at: Option<i64>,
+}
+
+impl WorkflowBacklog {
+    /// Adds one `(workflow, status, count, oldest)` row to the backlogs.
+    pub(crate) fn add(backlog: &mut Vec<WorkflowBacklog>, row: (i64, String, i64, i64)) {
+        let (workflow_id, status, count, oldest) = row;
+        let at = match backlog.iter().position(|b| b.workflow_id == workflow_id) {
+            Some(at) => at,
+            None => {
+                backlog.push(WorkflowBacklog {
+                    workflow_id,
+                    ..WorkflowBacklog::default()
+                });
+                backlog.len() - 1
+            }
+        };
+        let entry = &mut backlog[at];
+        match status.as_str() {
+            "pending" => (entry.pending, entry.oldest_pending_at) = (count, Some(oldest)),
+            _ => (entry.failed, entry.oldest_failed_at) = (count, Some(oldest)),
+        }
+    }
 }
 
 /// How far back the overview looks.

@@ -31,7 +31,7 @@ mod writer;
 use std::{sync::Arc, time::Duration};
 
 pub use calls::{StaleCursor, StalePage};
-pub use dashboard::{CallSearch, DeliverySearch, MinuteTraffic, Overview};
+pub use dashboard::{CallSearch, DeliverySearch, MinuteTraffic, Overview, WorkflowBacklog};
 pub use endpoints::DisabledEndpoint;
 pub use health::StoreHealth;
 pub use operator::{AttemptRecord, CallDetail, CallSummary, DeliverySummary, InboundRecord};

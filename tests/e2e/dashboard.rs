@@ -239,6 +239,10 @@ async fn a_replay_says_how_many_it_will_send_then_sends_them() {
         "{overview}"
     );
     assert!(
+        overview.contains(r#"/deliveries?status=failed&amp;workflow=customer-support">2</a>"#),
+        "{overview}"
+    );
+    assert!(
         overview.contains(r#"<span class="state healthy">healthy</span>"#),
         "{overview}"
     );

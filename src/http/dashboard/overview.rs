@@ -1,6 +1,7 @@
 //! The overview: calls and the outbox's backlog over the last hour, traffic per minute
 //! as a chart drawn on the server, and every endpoint with its state (healthy, its
-//! circuit open until a time, or disabled by a 410).
+//! circuit open until a time, or disabled by a 410) and its workflow's failed and
+//! pending deliveries since the oldest.
 
 use std::{sync::Arc, time::UNIX_EPOCH};
 
@@ -117,6 +118,11 @@ struct EndpointRow {
     state: &'static str,
     detail: String,
     disabled: bool,
+    /// The workflow's failed deliveries and when the oldest was queued.
+    failed: i64,
+    failed_since: String,
+    pending: i64,
+    pending_since: String,
 }
 
 #[derive(Deserialize)]
@@ -157,6 +163,8 @@ pub async fn page(
                     None => ("healthy", "healthy", String::new()),
                 },
             };
+            let backlog = overview.backlog.iter().find(|b| b.workflow_id == w.id);
+            let since = |at: Option<i64>| at.map(format::time).unwrap_or_default();
             EndpointRow {
                 workflow: Some(w.slug.clone()),
                 url: url.clone(),
@@ -164,6 +172,10 @@ pub async fn page(
                 state,
                 detail,
                 disabled: class == "disabled",
+                failed: backlog.map_or(0, |b| b.failed),
+                failed_since: since(backlog.and_then(|b| b.oldest_failed_at)),
+                pending: backlog.map_or(0, |b| b.pending),
+                pending_since: since(backlog.and_then(|b| b.oldest_pending_at)),
             }
         })
         .collect();
@@ -178,6 +190,10 @@ pub async fn page(
             state: "disabled by 410",
             detail: format!("since {} ({})", format::time(d.disabled_at), d.reason),
             disabled: true,
+            failed: 0,
+            failed_since: String::new(),
+            pending: 0,
+            pending_since: String::new(),
         });
     }
     let page = OverviewPage {

@@ -183,6 +183,14 @@ async fn the_overview_counts_the_last_hour_minute_by_minute() {
         assert_eq!((o.calls_live, o.calls_ended, o.calls_finalized), (1, 1, 0));
         assert_eq!((o.deliveries_pending, o.deliveries_failed), (1, 0));
         assert_eq!(o.oldest_pending_at, Some(now - 90_000));
+        let backlog = WorkflowBacklog {
+            workflow_id: 1,
+            pending: 1,
+            oldest_pending_at: Some(now - 90_000),
+            failed: 0,
+            oldest_failed_at: None,
+        };
+        assert_eq!(o.backlog, [backlog]);
         assert!((60..=61).contains(&o.traffic.len()), "{}", o.traffic.len());
         let last = o.traffic.last().unwrap();
         assert_eq!(

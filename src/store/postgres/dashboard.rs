@@ -6,7 +6,10 @@ use sqlx::{PgPool, Row};
 
 use crate::store::{
     CallSummary, DeliverySummary, StoreError,
-    dashboard::{CallSearch, DeliverySearch, MinuteTraffic, Overview, like_escaped, phone_range},
+    dashboard::{
+        CallSearch, DeliverySearch, MinuteTraffic, Overview, WorkflowBacklog, like_escaped,
+        phone_range,
+    },
     operator::{CALL, DELIVERY},
 };
 
@@ -23,6 +26,8 @@ const TRAFFIC: &str = "SELECT received_at / 60000 * 60000 AS minute, count(*) AS
     UNION ALL
     SELECT attempted_at / 60000 * 60000 AS minute, 0::BIGINT, count(*)
     FROM delivery_attempts WHERE attempted_at >= $1 GROUP BY minute";
+const BACKLOG: &str = "SELECT workflow_id, status, count(*), min(created_at) FROM outbox
+    WHERE status IN ('pending', 'failed') GROUP BY workflow_id, status";
 const COUNT_FAILED: &str = "SELECT count(*) FROM outbox
     WHERE status = 'failed' AND workflow_id = $1 AND created_at >= $2 AND created_at < $3";
 
@@ -41,6 +46,10 @@ pub(crate) async fn overview(pool: &PgPool, since: i64) -> Result<Overview, Stor
             })
         })
         .collect::<Result<_, sqlx::Error>>()?;
+    let mut backlog = Vec::new();
+    for row in sqlx::query_as(BACKLOG).fetch_all(pool).await? {
+        WorkflowBacklog::add(&mut backlog, row);
+    }
     Ok(Overview {
         calls_live: row.try_get(0)?,
         calls_ended: row.try_get(1)?,
@@ -49,6 +58,7 @@ pub(crate) async fn overview(pool: &PgPool, since: i64) -> Result<Overview, Stor
         deliveries_failed: row.try_get(4)?,
         oldest_pending_at: row.try_get(5)?,
         traffic,
+        backlog,
     })
 }
 

@@ -8,7 +8,10 @@ use rusqlite::types::Value;
 use super::{Pool, args};
 use crate::store::{
     CallSummary, DeliverySummary, StoreError,
-    dashboard::{CallSearch, DeliverySearch, MinuteTraffic, Overview, like_escaped, phone_range},
+    dashboard::{
+        CallSearch, DeliverySearch, MinuteTraffic, Overview, WorkflowBacklog, like_escaped,
+        phone_range,
+    },
     operator::{CALL, DELIVERY},
 };
 
@@ -23,6 +26,8 @@ const WEBHOOKS_PER_MINUTE: &str = "SELECT received_at / 60000 * 60000 AS minute,
     FROM inbound_events WHERE received_at >= $1 GROUP BY minute";
 const ATTEMPTS_PER_MINUTE: &str = "SELECT attempted_at / 60000 * 60000 AS minute, count(*)
     FROM delivery_attempts WHERE attempted_at >= $1 GROUP BY minute";
+const BACKLOG: &str = "SELECT workflow_id, status, count(*), min(created_at) FROM outbox
+    WHERE status IN ('pending', 'failed') GROUP BY workflow_id, status";
 const COUNT_FAILED: &str = "SELECT count(*) FROM outbox
     WHERE status = 'failed' AND workflow_id = $1 AND created_at >= $2 AND created_at < $3";
 
@@ -37,6 +42,7 @@ pub(crate) async fn overview(pool: &Pool, since: i64) -> Result<Overview, StoreE
                 deliveries_failed: r.get(4)?,
                 oldest_pending_at: r.get(5)?,
                 traffic: Vec::new(),
+                backlog: Vec::new(),
             })
         })
         .await?
@@ -60,6 +66,14 @@ pub(crate) async fn overview(pool: &Pool, since: i64) -> Result<Overview, StoreE
         })
         .await?;
     overview.traffic = webhooks.into_iter().chain(attempts).collect();
+    let rows = pool
+        .all(BACKLOG, args![], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+        })
+        .await?;
+    for row in rows {
+        WorkflowBacklog::add(&mut overview.backlog, row);
+    }
     Ok(overview)
 }
 
