@@ -13,6 +13,9 @@ use crate::store::{
     operator::{CALL, DELIVERY},
 };
 
+/// The phone numbers in a call's state, exactly as the dashboard's migration indexes them.
+const SIP_PHONE: &str = r#"(substring(state from '"sip_phone":"([^"]*)"') COLLATE "C")"#;
+const METADATA_PHONE: &str = r#"(substring(state from '"metadata_phone":"([^"]*)"') COLLATE "C")"#;
 const COUNTS: &str = "SELECT
     (SELECT count(*) FROM calls WHERE phase IN ('waiting', 'in_progress')),
     (SELECT count(*) FROM calls WHERE phase = 'ended' AND updated_at >= $1),
@@ -136,13 +139,11 @@ pub(crate) async fn search_calls(
         // two index ranges, where a pattern would read every call's state.
         let (from, to) = phone_range(phone);
         c.push(
-            r#"id IN (SELECT id FROM calls
-                      WHERE (state::jsonb ->> 'sip_phone') COLLATE "C" >= ?
-                        AND (state::jsonb ->> 'sip_phone') COLLATE "C" < ?
-                      UNION ALL
-                      SELECT id FROM calls
-                      WHERE (state::jsonb ->> 'metadata_phone') COLLATE "C" >= ?
-                        AND (state::jsonb ->> 'metadata_phone') COLLATE "C" < ?)"#,
+            &format!(
+                "id IN (SELECT id FROM calls WHERE {SIP_PHONE} >= ? AND {SIP_PHONE} < ?
+                        UNION ALL
+                        SELECT id FROM calls WHERE {METADATA_PHONE} >= ? AND {METADATA_PHONE} < ?)"
+            ),
             [from.clone(), to.clone(), from, to].map(Arg::Text),
         );
     }

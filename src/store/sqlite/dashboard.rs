@@ -15,6 +15,10 @@ use crate::store::{
     operator::{CALL, DELIVERY},
 };
 
+/// The phone numbers in a call's state, exactly as the dashboard's migration indexes them.
+const SIP_PHONE: &str = "CASE WHEN json_valid(state) THEN json_extract(state, '$.sip_phone') END";
+const METADATA_PHONE: &str =
+    "CASE WHEN json_valid(state) THEN json_extract(state, '$.metadata_phone') END";
 const COUNTS: &str = "SELECT
     (SELECT count(*) FROM calls WHERE phase IN ('waiting', 'in_progress')),
     (SELECT count(*) FROM calls WHERE phase = 'ended' AND updated_at >= $1),
@@ -137,11 +141,11 @@ fn calls_statement(search: &CallSearch) -> (String, Vec<Value>) {
         // two index ranges, where a pattern would read every call's state.
         let (from, to) = phone_range(phone);
         c.push(
-            "id IN (SELECT id FROM calls WHERE json_extract(state, '$.sip_phone') >= ?
-                        AND json_extract(state, '$.sip_phone') < ?
-                    UNION ALL
-                    SELECT id FROM calls WHERE json_extract(state, '$.metadata_phone') >= ?
-                        AND json_extract(state, '$.metadata_phone') < ?)",
+            &format!(
+                "id IN (SELECT id FROM calls WHERE {SIP_PHONE} >= ? AND {SIP_PHONE} < ?
+                        UNION ALL
+                        SELECT id FROM calls WHERE {METADATA_PHONE} >= ? AND {METADATA_PHONE} < ?)"
+            ),
             [from.clone(), to.clone(), from, to].map(Value::from),
         );
     }

@@ -10,6 +10,9 @@ CREATE INDEX delivery_attempts_at ON delivery_attempts (attempted_at);
 -- A call's page lists the LiveKit events of that call.
 CREATE INDEX inbound_events_call ON inbound_events (call_id);
 -- Calls found by the start of a phone number, the SIP caller's or the room metadata's,
--- in byte order whatever the database's collation.
-CREATE INDEX calls_sip_phone ON calls (((state::jsonb ->> 'sip_phone')) COLLATE "C");
-CREATE INDEX calls_metadata_phone ON calls (((state::jsonb ->> 'metadata_phone')) COLLATE "C");
+-- in byte order whatever the database's collation. Read from the state's text as
+-- serde_json writes it, so a state that is not JSON is no error, just no number.
+CREATE INDEX calls_sip_phone
+    ON calls ((substring(state from '"sip_phone":"([^"]*)"')) COLLATE "C");
+CREATE INDEX calls_metadata_phone
+    ON calls ((substring(state from '"metadata_phone":"([^"]*)"')) COLLATE "C");

@@ -11,5 +11,8 @@ CREATE INDEX delivery_attempts_at ON delivery_attempts (attempted_at);
 -- A call's page lists the LiveKit events of that call.
 CREATE INDEX inbound_events_call ON inbound_events (call_id);
 -- Calls found by the start of a phone number, the SIP caller's or the room metadata's.
-CREATE INDEX calls_sip_phone ON calls (json_extract(state, '$.sip_phone'));
-CREATE INDEX calls_metadata_phone ON calls (json_extract(state, '$.metadata_phone'));
+-- A state that is not JSON is no error, just no number.
+CREATE INDEX calls_sip_phone
+    ON calls (CASE WHEN json_valid(state) THEN json_extract(state, '$.sip_phone') END);
+CREATE INDEX calls_metadata_phone
+    ON calls (CASE WHEN json_valid(state) THEN json_extract(state, '$.metadata_phone') END);
