@@ -4,19 +4,21 @@
 //! origin changes nothing, a room named with markup shows as text wherever it appears,
 //! calls are found by room and phone number, a retry from a call's page makes a new
 //! attempt that the page then shows, and a replay says how many it will send before it
-//! sends them.
+//! sends them, and an endpoint a 410 disabled says so, since when, and is enabled from
+//! the overview.
 
 use crate::support;
 
 use reqwest::header;
 
-use support::Daemon;
-use support::TestConfig;
+use support::config::{API_KEY, API_SECRET};
 use support::dashboard::{
     PHONE, Pages, XSS_ROOM, attempt_rows, attempts, csrf, failed_call, with_form,
 };
+use support::lk;
 use support::operator::with_api_token;
 use support::poll::{self, DAEMON_REACTION};
+use support::{Daemon, Receiver, TestConfig};
 
 const TOKEN: &str = "dash-t0ken-0123456789abcdef0123456789";
 
@@ -290,4 +292,49 @@ async fn a_replay_says_how_many_it_will_send_then_sends_them() {
         .await
         .body;
     assert!(notice.contains("2 failed deliveries are sent again now."));
+}
+
+#[tokio::test]
+async fn an_endpoint_disabled_by_a_410_says_since_when_and_is_enabled_from_the_overview() {
+    let mut endpoint = Receiver::start_with(vec![410]).await;
+    let url = endpoint.url("/gone");
+    let mut config = TestConfig::new(&url);
+    config.sales_webhook_url = Some(endpoint.url("/sales"));
+    let daemon = Daemon::start(&config.toml()).await;
+    let (status, text) = daemon
+        .post_signed(&lk::agent_joined(&lk::mapped_room()), API_KEY, API_SECRET)
+        .await;
+    assert_eq!(status, 200, "{text}");
+    assert_eq!(endpoint.next(DAEMON_REACTION).await.path, "/gone");
+
+    let mut pages = Pages::of(&daemon);
+    let overview = poll::wait_for(DAEMON_REACTION, "the endpoint shown disabled", async || {
+        let page = pages.get("/").await.body;
+        page.contains(r#"<span class="state disabled">disabled by 410</span> since "#)
+            .then_some(page)
+    })
+    .await;
+    assert!(
+        overview.contains(&format!(r#"<td class="url">{url}</td>"#)),
+        "{overview}"
+    );
+    assert!(
+        overview.contains(r#"<dd id="deliveries-pending">1</dd>"#),
+        "held, not failed"
+    );
+
+    let enabled = pages
+        .post(
+            "/endpoints/enable",
+            &[("csrf", &csrf(&overview)), ("url", &url)],
+        )
+        .await;
+    assert_eq!(enabled.status, 303, "{}", enabled.body);
+    let held = endpoint.next(DAEMON_REACTION).await;
+    assert_eq!(held.path, "/gone", "the held event is sent once enabled");
+    poll::eventually(DAEMON_REACTION, "the endpoint healthy again", async || {
+        let page = pages.get("/").await.body;
+        !page.contains("disabled by 410") && page.contains(r#"<dd id="deliveries-pending">0</dd>"#)
+    })
+    .await;
 }
