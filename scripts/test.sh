@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The test command: installs what the tests need that cargo does not (a real
-# S3-compatible server, moto_server from PyPI), makes sure PostgreSQL answers, then runs
-# the whole suite twice: on SQLite, then with every daemon on PostgreSQL
+# S3-compatible server, moto_server from PyPI; chromium and chromium-driver from Debian
+# for the dashboard's browser tests), makes sure PostgreSQL answers, then runs the
+# whole suite twice: on SQLite, then with every daemon on PostgreSQL
 # (VOICEKIT_TEST_STORE=postgres, a fresh database per daemon). Tests start their own
 # moto_server, customer endpoint and daemon on loopback.
 set -euo pipefail
@@ -10,6 +11,12 @@ cd "$(dirname "$0")/.."
 if ! command -v moto_server >/dev/null 2>&1; then
     echo "installing moto[server] (S3-compatible test server) from PyPI"
     python3 -m pip install --quiet 'moto[server]>=5,<6'
+fi
+
+if ! command -v chromedriver >/dev/null 2>&1 || [ ! -x /usr/bin/chromium ]; then
+    echo "installing chromium and chromium-driver (the dashboard's browser tests) from Debian"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null
 fi
 
 PG_URL="${VOICEKIT_TEST_POSTGRES:-postgres://postgres@127.0.0.1:5432}"

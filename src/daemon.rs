@@ -39,7 +39,7 @@ use crate::{
 /// for it).
 pub(crate) const READY_LINE: &str = "voicekit-bridge listening on";
 /// Printed just before [`READY_LINE`]: where the operator API listens.
-pub(crate) const OPERATOR_API_LINE: &str = "voicekit-bridge operator API on";
+pub const OPERATOR_API_LINE: &str = "voicekit-bridge operator API on";
 
 /// How long shutdown waits for in-flight requests and deliveries before the process
 /// exits anyway (below the unit's `TimeoutStopSec=30`). A delivery cut short stays
@@ -105,6 +105,7 @@ pub async fn run_with(config: Config, options: RunOptions) -> anyhow::Result<()>
         store_writer,
     )
     .context("building the HTTP client for deliveries")?;
+    let circuits = worker.circuits();
     let mut delivery = tasks.spawn(worker.run(stop.clone()));
     let mut repairs = tasks.spawn(reconciler.run(stop.clone()));
     jobs::spawn_housekeeping(&tasks, &config, &store, &stop);
@@ -116,6 +117,8 @@ pub async fn run_with(config: Config, options: RunOptions) -> anyhow::Result<()>
         delivery: wake.clone(),
         shutdown: stop.clone(),
         gauges: GaugeCache::new(config.api.metrics_refresh),
+        circuits,
+        sessions: http::dashboard::SessionKey::random(),
     });
     let webhooks = Arc::new(AppState {
         verifier: WebhookVerifier::new(&config.livekit.keys),

@@ -7,7 +7,8 @@
 
 use std::{
     collections::HashMap,
-    time::{Duration, Instant},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant, SystemTime},
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -100,6 +101,26 @@ impl Breakers {
             .filter_map(|e| e.open_until)
             .filter(|until| *until > now)
             .min()
+    }
+}
+
+/// The delivery worker's breakers as others see them: for the dashboard, which
+/// endpoint is paused and until when.
+#[derive(Debug, Clone)]
+pub struct Circuits(Arc<Mutex<Breakers>>);
+
+impl Circuits {
+    pub fn new(breakers: Arc<Mutex<Breakers>>) -> Circuits {
+        Circuits(breakers)
+    }
+
+    /// When `endpoint`'s paused circuit lets a probe through, if it is paused now.
+    pub fn open_until(&self, endpoint: &str) -> Option<SystemTime> {
+        let now = Instant::now();
+        match self.0.lock().expect("breaker lock").state(endpoint, now) {
+            State::Open(until) => Some(SystemTime::now() + (until - now)),
+            State::Closed | State::HalfOpen => None,
+        }
     }
 }
 

@@ -17,7 +17,7 @@ use tokio::{sync::Notify, task::JoinSet};
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    breaker::{self, Breakers, Change},
+    breaker::{self, Breakers, Change, Circuits},
     policy::RetryPolicy,
     recording::Recordings,
     signing::SigningKey,
@@ -84,7 +84,7 @@ pub(super) struct Inner {
     pub(super) policy: RetryPolicy,
     pub(super) workflows: SharedWorkflows,
     pub(super) config: DeliveryConfig,
-    pub(super) breakers: Mutex<Breakers>,
+    pub(super) breakers: Arc<Mutex<Breakers>>,
     pub(super) in_flight: Mutex<InFlight>,
     /// Records outcomes and stores published bodies.
     pub(super) writer: Writer,
@@ -161,7 +161,7 @@ impl Worker {
                 policy: RetryPolicy::new(config.retry_schedule.clone()),
                 workflows,
                 config: config.clone(),
-                breakers: Mutex::new(breakers),
+                breakers: Arc::new(Mutex::new(breakers)),
                 in_flight: Mutex::new(InFlight::default()),
                 disabled: Mutex::new(Disabled::default()),
                 stopping: std::sync::atomic::AtomicBool::new(false),
@@ -169,6 +169,11 @@ impl Worker {
             }),
             wake,
         })
+    }
+
+    /// Which endpoints' circuits are open, as the worker sees them.
+    pub fn circuits(&self) -> Circuits {
+        Circuits::new(self.inner.breakers.clone())
     }
 
     /// Delivers until shutdown; in-flight deliveries then finish (bounded by the

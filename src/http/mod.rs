@@ -4,6 +4,7 @@
 //! ([`operator::router`]), loopback by default. Both are served by [`listener::serve`],
 //! which bounds what a slow or hostile client can hold.
 
+pub mod dashboard;
 mod ingest;
 pub(crate) mod listener;
 pub(crate) mod operator;

@@ -30,9 +30,10 @@ use time::{OffsetDateTime, format_description::well_known::Rfc3339};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use super::{GaugeCache, error, ops};
+use super::{GaugeCache, dashboard, error, ops};
 use crate::{
     config::{Secret, SharedWorkflows},
+    delivery::breaker::Circuits,
     store::{Store, StoreError},
 };
 
@@ -46,10 +47,14 @@ pub(crate) struct OperatorState {
     pub shutdown: CancellationToken,
     /// The store's counts for `/metrics`.
     pub gauges: GaugeCache,
+    /// Which endpoints' circuits the delivery worker holds open.
+    pub circuits: Circuits,
+    /// Signs the dashboard's session cookies and CSRF tokens.
+    pub sessions: dashboard::SessionKey,
 }
 
 pub(crate) fn router(state: Arc<OperatorState>) -> Router {
-    Router::new()
+    let api = Router::new()
         .route("/api/calls", get(list_calls))
         .route("/api/calls/{id}", get(show_call))
         .route("/api/deliveries", get(list_deliveries))
@@ -60,39 +65,23 @@ pub(crate) fn router(state: Arc<OperatorState>) -> Router {
         .route("/metrics", get(ops::metrics))
         .route("/readyz", get(ops::operator_readyz))
         .layer(middleware::from_fn_with_state(state.clone(), authorize))
-        .with_state(state)
+        .with_state(state.clone());
+    api.merge(dashboard::router(state))
 }
 
 /// Why a request is refused before the token is even looked at, if it is.
 fn refuse_from_a_browser(request: &Request, token_set: bool) -> Option<Response> {
-    let headers = request.headers();
-    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
-    if !token_set && host.is_some_and(|host| !is_loopback_host(host)) {
-        tracing::warn!(host, path = %request.uri().path(), "operator API request for a foreign Host refused");
-        return Some(error(
-            StatusCode::MISDIRECTED_REQUEST,
-            "this API answers only to a loopback Host (localhost, 127.0.0.1, [::1])",
-        ));
+    if let Some(refused) = refuse_foreign_host(request, token_set) {
+        return Some(refused);
     }
     if request.method().is_safe() {
         return None;
     }
-    if let Some(origin) = headers.get(header::ORIGIN) {
-        let same = origin
-            .to_str()
-            .ok()
-            .and_then(|o| url::Url::parse(o).ok())
-            .and_then(|o| authority(&o))
-            .is_some_and(|o| host.is_some_and(|h| o.eq_ignore_ascii_case(h)));
-        if !same {
-            tracing::warn!(origin = ?origin, path = %request.uri().path(), "operator API request from a foreign Origin refused");
-            return Some(error(
-                StatusCode::FORBIDDEN,
-                "requests from another origin are refused",
-            ));
-        }
+    if let Some(refused) = refuse_foreign_origin(request) {
+        return Some(refused);
     }
-    let json = headers
+    let json = request
+        .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.split(';').next())
@@ -104,6 +93,44 @@ fn refuse_from_a_browser(request: &Request, token_set: bool) -> Option<Response>
         ));
     }
     None
+}
+
+/// Without a token, a `Host:` that is not this machine's is a DNS rebinding: 421.
+pub(super) fn refuse_foreign_host(request: &Request, token_set: bool) -> Option<Response> {
+    let host = request
+        .headers()
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok());
+    if !token_set && host.is_some_and(|host| !is_loopback_host(host)) {
+        tracing::warn!(host, path = %request.uri().path(), "operator API request for a foreign Host refused");
+        return Some(error(
+            StatusCode::MISDIRECTED_REQUEST,
+            "this API answers only to a loopback Host (localhost, 127.0.0.1, [::1])",
+        ));
+    }
+    None
+}
+
+/// A request that names an `Origin:` other than the listener's own comes from another
+/// site's page: 403.
+pub(super) fn refuse_foreign_origin(request: &Request) -> Option<Response> {
+    let headers = request.headers();
+    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
+    let origin = headers.get(header::ORIGIN)?;
+    let same = origin
+        .to_str()
+        .ok()
+        .and_then(|o| url::Url::parse(o).ok())
+        .and_then(|o| authority(&o))
+        .is_some_and(|o| host.is_some_and(|h| o.eq_ignore_ascii_case(h)));
+    if same {
+        return None;
+    }
+    tracing::warn!(origin = ?origin, path = %request.uri().path(), "operator API request from a foreign Origin refused");
+    Some(error(
+        StatusCode::FORBIDDEN,
+        "requests from another origin are refused",
+    ))
 }
 
 /// `host[:port]` of an origin URL, as a `Host:` header would name it.
@@ -136,6 +163,29 @@ fn is_loopback_host(host: &str) -> bool {
             .is_ok_and(|ip| ip.is_loopback())
 }
 
+/// The token of an `Authorization: Bearer` header, else "".
+pub(super) fn bearer_token(request: &Request) -> &str {
+    request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        // The scheme is case-insensitive (RFC 9110); the token is not.
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map_or("", |(_, token)| token.trim())
+}
+
+/// Whether `given` is `expected`, in a time that does not tell how much of it matched.
+pub(super) fn same_secret(given: &str, expected: &str) -> bool {
+    let expected = expected.as_bytes();
+    given.len() == expected.len()
+        && given
+            .bytes()
+            .zip(expected)
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
+}
+
 async fn authorize(
     State(state): State<Arc<OperatorState>>,
     request: Request,
@@ -144,32 +194,17 @@ async fn authorize(
     if let Some(refused) = refuse_from_a_browser(&request, state.token.is_some()) {
         return refused;
     }
-    if let Some(token) = &state.token {
-        let given = request
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            // The scheme is case-insensitive (RFC 9110); the token is not.
-            .and_then(|v| v.split_once(' '))
-            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-            .map_or("", |(_, token)| token.trim());
-        let expected = token.expose().as_bytes();
-        let same = given.len() == expected.len()
-            && given
-                .bytes()
-                .zip(expected)
-                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-                == 0;
-        if !same {
-            tracing::warn!(path = %request.uri().path(), "operator API request without a valid token");
-            return error(StatusCode::UNAUTHORIZED, "a valid bearer token is required");
-        }
+    if let Some(token) = &state.token
+        && !same_secret(bearer_token(&request), token.expose())
+    {
+        tracing::warn!(path = %request.uri().path(), "operator API request without a valid token");
+        return error(StatusCode::UNAUTHORIZED, "a valid bearer token is required");
     }
     next.run(request).await
 }
 
 /// An operator API failure: a status and a message, answered as `{"error": ...}`.
-pub(crate) struct ApiError(StatusCode, String);
+pub(crate) struct ApiError(pub(super) StatusCode, pub(super) String);
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
@@ -242,7 +277,7 @@ struct DeliveriesQuery {
     limit: Option<i64>,
 }
 
-fn workflow_id(s: &OperatorState, slug: &str) -> Result<i64, ApiError> {
+pub(super) fn workflow_id(s: &OperatorState, slug: &str) -> Result<i64, ApiError> {
     s.workflows
         .load()
         .iter()
@@ -298,7 +333,7 @@ struct ReplayRequest {
     until: String,
 }
 
-fn parse_time(field: &str, value: &str) -> Result<i64, ApiError> {
+pub(super) fn parse_time(field: &str, value: &str) -> Result<i64, ApiError> {
     OffsetDateTime::parse(value, &Rfc3339)
         .map(|t| (t.unix_timestamp_nanos() / 1_000_000) as i64)
         .map_err(|e| {
@@ -327,7 +362,7 @@ async fn replay(
 
 /// A retry or replay asks for the workflow's events to be sent: its events endpoint is
 /// enabled again if a 410 had disabled it. The enabled URL, if any.
-async fn enable_workflow_endpoint(
+pub(super) async fn enable_workflow_endpoint(
     s: &OperatorState,
     workflow_id: i64,
 ) -> Result<Option<String>, ApiError> {

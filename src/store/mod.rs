@@ -13,12 +13,13 @@
 //! vacuum). Nothing outside asks which backend it runs on.
 
 mod calls;
+pub(crate) mod dashboard;
 mod endpoints;
 #[cfg(test)]
 pub(crate) mod fixtures;
 mod health;
 mod observe;
-mod operator;
+pub(crate) mod operator;
 mod outbox;
 mod postgres;
 mod prune;
@@ -30,7 +31,9 @@ mod writer;
 use std::{sync::Arc, time::Duration};
 
 pub(crate) use calls::StaleCursor;
+pub(crate) use dashboard::{CallSearch, DeliverySearch, MinuteTraffic};
 pub(crate) use health::StoreHealth;
+pub(crate) use operator::{AttemptRecord, CallSummary, DeliverySummary};
 pub(crate) use outbox::{Attempt, AttemptOutcome, HOOK_EVENT, OutboxRow};
 pub(crate) use prune::Pruned;
 pub(crate) use rows::{NewCall, NewDelivery, SeenEvent};

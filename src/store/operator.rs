@@ -65,13 +65,13 @@ pub(crate) struct CallDetail {
     pub attempts: Vec<AttemptRecord>,
 }
 
-const CALL: &str = "id, room_sid, room_name, workflow_id, workflow_slug, call_slug, phase, \
+pub(crate) const CALL: &str = "id, room_sid, room_name, workflow_id, workflow_slug, call_slug, phase, \
                     created_at, updated_at";
-const DELIVERY: &str = "id, webhook_id, call_id, event_type, workflow_id, status, attempts, \
+pub(crate) const DELIVERY: &str = "id, webhook_id, call_id, event_type, workflow_id, status, attempts, \
                         next_attempt_at, created_at, delivered_at, last_error, payload";
 
 impl CallSummary {
-    fn from_sqlite(r: &rusqlite::Row<'_>) -> rusqlite::Result<CallSummary> {
+    pub(crate) fn from_sqlite(r: &rusqlite::Row<'_>) -> rusqlite::Result<CallSummary> {
         Ok(CallSummary {
             id: r.get("id")?,
             room_sid: r.get("room_sid")?,
@@ -87,7 +87,7 @@ impl CallSummary {
 }
 
 impl DeliverySummary {
-    fn from_sqlite(r: &rusqlite::Row<'_>) -> rusqlite::Result<DeliverySummary> {
+    pub(crate) fn from_sqlite(r: &rusqlite::Row<'_>) -> rusqlite::Result<DeliverySummary> {
         Ok(DeliverySummary {
             id: r.get("id")?,
             webhook_id: r.get("webhook_id")?,
@@ -106,7 +106,7 @@ impl DeliverySummary {
 }
 
 impl AttemptRecord {
-    fn from_sqlite(r: &rusqlite::Row<'_>) -> rusqlite::Result<AttemptRecord> {
+    pub(crate) fn from_sqlite(r: &rusqlite::Row<'_>) -> rusqlite::Result<AttemptRecord> {
         Ok(AttemptRecord {
             id: r.get("id")?,
             outbox_id: r.get("outbox_id")?,
@@ -121,7 +121,7 @@ impl AttemptRecord {
 }
 
 impl InboundRecord {
-    fn from_sqlite(r: &rusqlite::Row<'_>) -> rusqlite::Result<InboundRecord> {
+    pub(crate) fn from_sqlite(r: &rusqlite::Row<'_>) -> rusqlite::Result<InboundRecord> {
         Ok(InboundRecord {
             event_id: r.get("event_id")?,
             event_type: r.get("event_type")?,

@@ -11,6 +11,7 @@
 //! - [`token`]: the `Authorization` header value: an HS256 JWT whose `iss` is the API
 //!   key, with a five-minute `exp` and a `sha256` claim holding the padded base64
 //!   SHA-256 of the raw body, made by LiveKit's own `AccessToken`.
+//! - [`store`]: an empty store with the daemon's schema, for the dashboard bench to seed.
 //!
 //! ```
 //! use voicekit_bridge::testkit::{token, webhook::{self, Participant, Room}};
@@ -27,6 +28,7 @@
 
 pub mod call;
 pub mod protojson;
+pub mod store;
 pub mod token;
 pub mod webhook;
 pub mod workflow;

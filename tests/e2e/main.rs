@@ -7,9 +7,11 @@
 
 mod support;
 
+mod browser;
 mod call_flow;
 mod cli;
 mod crash;
+mod dashboard;
 mod delivery_policy;
 mod endpoint_gone;
 #[cfg(feature = "failpoints")]

@@ -5,6 +5,7 @@
 
 mod batch;
 pub(super) mod claims;
+pub(crate) mod dashboard;
 mod vacuum;
 mod writer;
 

@@ -39,6 +39,7 @@ pub(crate) static MIGRATIONS: &[Migration] = &[
         "disabled endpoints and probe",
         "0005_disabled_endpoints_and_probe.sql"
     ),
+    migration!(6, "dashboard", "0006_dashboard.sql"),
 ];
 
 /// What stops a SQLite file from being migrated.

@@ -10,6 +10,7 @@ mod busy;
 mod call_cache;
 mod checkpoint;
 mod connection;
+pub(crate) mod dashboard;
 mod headroom;
 pub(super) mod migrate;
 mod plans;

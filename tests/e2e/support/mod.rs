@@ -9,8 +9,10 @@
 //! It is compiled once, in the one e2e test binary, so whatever no test uses is
 //! reported as dead code.
 
+pub mod browser;
 pub mod config;
 pub mod daemon;
+pub mod dashboard;
 pub mod livekit_server;
 pub mod lk;
 pub mod moto;
