@@ -31,7 +31,7 @@ deb=$(ls "$out"/voicekit-bridge_*.deb)
 
 contents=$(dpkg-deb --contents "$deb")
 docs=()
-for page in docs/*.md; do docs+=("./usr/share/doc/voicekit-bridge/$page"); done
+for page in docs/*.md docs/dashboard/*.png; do docs+=("./usr/share/doc/voicekit-bridge/$page"); done
 for path in ./usr/bin/voicekit-bridge ./usr/lib/systemd/system/voicekit-bridge.service \
     ./etc/voicekit-bridge/config.toml ./usr/share/doc/voicekit-bridge/README.md "${docs[@]}"; do
     if ! grep -q " $path\$" <<<"$contents"; then
