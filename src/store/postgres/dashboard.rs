@@ -14,8 +14,10 @@ use crate::store::{
 };
 
 /// The phone numbers in a call's state, exactly as the dashboard's migration indexes them.
-const SIP_PHONE: &str = r#"(substring(state from '"sip_phone":"([^"]*)"') COLLATE "C")"#;
-const METADATA_PHONE: &str = r#"(substring(state from '"metadata_phone":"([^"]*)"') COLLATE "C")"#;
+const SIP_PHONE: &str =
+    r#"(NULLIF(split_part(split_part(state, '"sip_phone":"', 2), '"', 1), '') COLLATE "C")"#;
+const METADATA_PHONE: &str =
+    r#"(NULLIF(split_part(split_part(state, '"metadata_phone":"', 2), '"', 1), '') COLLATE "C")"#;
 const COUNTS: &str = "SELECT
     (SELECT count(*) FROM calls WHERE phase IN ('waiting', 'in_progress')),
     (SELECT count(*) FROM calls WHERE phase = 'ended' AND updated_at >= $1),
