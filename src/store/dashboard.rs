@@ -199,5 +199,6 @@ pub(crate) fn like_escaped(text: &str) -> String {
     out
 }
 
+pub(crate) mod filter;
 #[cfg(test)]
 mod tests;

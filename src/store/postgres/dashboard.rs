@@ -7,17 +7,18 @@ use sqlx::{PgPool, Row};
 use crate::store::{
     CallSummary, DeliverySummary, StoreError,
     dashboard::{
-        CallSearch, DeliverySearch, MinuteTraffic, Overview, WorkflowBacklog, like_escaped,
-        phone_range,
+        CallSearch, DeliverySearch, MinuteTraffic, Overview, WorkflowBacklog,
+        filter::{self, Arg, Dialect},
     },
-    operator::{CALL, DELIVERY},
 };
 
-/// The phone numbers in a call's state, exactly as the dashboard's migration indexes them.
-const SIP_PHONE: &str =
-    r#"(NULLIF(split_part(split_part(state, '"sip_phone":"', 2), '"', 1), '') COLLATE "C")"#;
-const METADATA_PHONE: &str =
-    r#"(NULLIF(split_part(split_part(state, '"metadata_phone":"', 2), '"', 1), '') COLLATE "C")"#;
+/// Room names match case aside; the phone numbers in a call's state are read exactly as
+/// the dashboard's migration indexes them.
+const DIALECT: Dialect = Dialect {
+    room_match: "ILIKE",
+    sip_phone: r#"(NULLIF(split_part(split_part(state, '"sip_phone":"', 2), '"', 1), '') COLLATE "C")"#,
+    metadata_phone: r#"(NULLIF(split_part(split_part(state, '"metadata_phone":"', 2), '"', 1), '') COLLATE "C")"#,
+};
 const COUNTS: &str = "SELECT
     (SELECT count(*) FROM calls WHERE phase IN ('waiting', 'in_progress')),
     (SELECT count(*) FROM calls WHERE phase = 'ended' AND updated_at >= $1),
@@ -67,49 +68,6 @@ pub(crate) async fn overview(pool: &PgPool, since: i64) -> Result<Overview, Stor
     })
 }
 
-/// A value bound to one placeholder.
-enum Arg {
-    Int(i64),
-    Text(String),
-}
-
-/// A `WHERE` clause grown one condition at a time, with its arguments in `$N` order.
-#[derive(Default)]
-struct Conditions {
-    sql: Vec<String>,
-    args: Vec<Arg>,
-}
-
-impl Conditions {
-    /// Adds `condition`, each `?` of which is the placeholder of the next argument.
-    fn push(&mut self, condition: &str, args: impl IntoIterator<Item = Arg>) {
-        let mut sql = String::with_capacity(condition.len() + 4);
-        let mut args = args.into_iter();
-        for c in condition.chars() {
-            if c == '?' {
-                self.args
-                    .push(args.next().expect("an argument for each placeholder"));
-                sql.push_str(&format!("${}", self.args.len()));
-            } else {
-                sql.push(c);
-            }
-        }
-        self.sql.push(sql);
-    }
-
-    /// `WHERE ... ORDER BY id DESC LIMIT $N`, the limit being the last argument.
-    fn newest_first(mut self, limit: i64) -> (String, Vec<Arg>) {
-        let filter = if self.sql.is_empty() {
-            String::new()
-        } else {
-            format!("WHERE {}", self.sql.join(" AND "))
-        };
-        self.args.push(Arg::Int(limit));
-        let sql = format!("{filter} ORDER BY id DESC LIMIT ${}", self.args.len());
-        (sql, self.args)
-    }
-}
-
 async fn fetch<T>(pool: &PgPool, sql: String, args: Vec<Arg>) -> Result<Vec<T>, StoreError>
 where
     T: for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> + Send + Unpin,
@@ -128,70 +86,16 @@ pub(crate) async fn search_calls(
     pool: &PgPool,
     search: &CallSearch,
 ) -> Result<Vec<CallSummary>, StoreError> {
-    let mut c = Conditions::default();
-    if let Some(id) = search.call_id {
-        c.push("id = ?", [Arg::Int(id)]);
-    }
-    if let Some(room) = &search.room {
-        let pattern = format!("%{}%", like_escaped(room));
-        c.push(r"room_name ILIKE ? ESCAPE '\'", [Arg::Text(pattern)]);
-    }
-    if let Some(phone) = &search.phone {
-        // Each number has an index of its own (the dashboard's migration): a union of
-        // two index ranges, where a pattern would read every call's state.
-        let (from, to) = phone_range(phone);
-        c.push(
-            &format!(
-                "id IN (SELECT id FROM calls WHERE {SIP_PHONE} >= ? AND {SIP_PHONE} < ?
-                        UNION ALL
-                        SELECT id FROM calls WHERE {METADATA_PHONE} >= ? AND {METADATA_PHONE} < ?)"
-            ),
-            [from.clone(), to.clone(), from, to].map(Arg::Text),
-        );
-    }
-    if let Some(slug) = &search.slug {
-        c.push("call_slug = ?", [Arg::Text(slug.clone())]);
-    }
-    if let Some(since) = search.since_ms {
-        c.push("created_at >= ?", [Arg::Int(since)]);
-    }
-    if let Some(until) = search.until_ms {
-        c.push("created_at < ?", [Arg::Int(until)]);
-    }
-    if let Some(before) = search.before_id {
-        c.push("id < ?", [Arg::Int(before)]);
-    }
-    let (filter, args) = c.newest_first(search.limit);
-    fetch(pool, format!("SELECT {CALL} FROM calls {filter}"), args).await
+    let (sql, args) = filter::calls(search, &DIALECT);
+    fetch(pool, sql, args).await
 }
 
 pub(crate) async fn search_deliveries(
     pool: &PgPool,
     search: &DeliverySearch,
 ) -> Result<Vec<DeliverySummary>, StoreError> {
-    let mut c = Conditions::default();
-    if let Some(status) = &search.status {
-        c.push("status = ?", [Arg::Text(status.clone())]);
-    }
-    if let Some(workflow) = search.workflow_id {
-        c.push("workflow_id = ?", [Arg::Int(workflow)]);
-    }
-    if let Some(since) = search.since_ms {
-        c.push("created_at >= ?", [Arg::Int(since)]);
-    }
-    if let Some(until) = search.until_ms {
-        c.push("created_at < ?", [Arg::Int(until)]);
-    }
-    if let Some(before) = search.before_id {
-        c.push("id < ?", [Arg::Int(before)]);
-    }
-    let (filter, args) = c.newest_first(search.limit);
-    fetch(
-        pool,
-        format!("SELECT {DELIVERY} FROM outbox {filter}"),
-        args,
-    )
-    .await
+    let (sql, args) = filter::deliveries(search);
+    fetch(pool, sql, args).await
 }
 
 pub(crate) async fn count_failed(

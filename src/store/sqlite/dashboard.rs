@@ -9,16 +9,18 @@ use super::{Pool, args};
 use crate::store::{
     CallSummary, DeliverySummary, StoreError,
     dashboard::{
-        CallSearch, DeliverySearch, MinuteTraffic, Overview, WorkflowBacklog, like_escaped,
-        phone_range,
+        CallSearch, DeliverySearch, MinuteTraffic, Overview, WorkflowBacklog,
+        filter::{self, Arg, Dialect},
     },
-    operator::{CALL, DELIVERY},
 };
 
-/// The phone numbers in a call's state, exactly as the dashboard's migration indexes them.
-const SIP_PHONE: &str = "CASE WHEN json_valid(state) THEN json_extract(state, '$.sip_phone') END";
-const METADATA_PHONE: &str =
-    "CASE WHEN json_valid(state) THEN json_extract(state, '$.metadata_phone') END";
+/// `LIKE` already ignores ASCII case; the phone numbers in a call's state are read
+/// exactly as the dashboard's migration indexes them.
+const DIALECT: Dialect = Dialect {
+    room_match: "LIKE",
+    sip_phone: "CASE WHEN json_valid(state) THEN json_extract(state, '$.sip_phone') END",
+    metadata_phone: "CASE WHEN json_valid(state) THEN json_extract(state, '$.metadata_phone') END",
+};
 const COUNTS: &str = "SELECT
     (SELECT count(*) FROM calls WHERE phase IN ('waiting', 'in_progress')),
     (SELECT count(*) FROM calls WHERE phase = 'ended' AND updated_at >= $1),
@@ -81,43 +83,6 @@ pub(crate) async fn overview(pool: &Pool, since: i64) -> Result<Overview, StoreE
     Ok(overview)
 }
 
-/// A `WHERE` clause grown one condition at a time, with its arguments in `$N` order.
-#[derive(Default)]
-struct Conditions {
-    sql: Vec<String>,
-    args: Vec<Value>,
-}
-
-impl Conditions {
-    /// Adds `condition`, each `?` of which is the placeholder of the next argument.
-    fn push(&mut self, condition: &str, args: impl IntoIterator<Item = Value>) {
-        let mut sql = String::with_capacity(condition.len() + 4);
-        let mut args = args.into_iter();
-        for c in condition.chars() {
-            if c == '?' {
-                self.args
-                    .push(args.next().expect("an argument for each placeholder"));
-                sql.push_str(&format!("${}", self.args.len()));
-            } else {
-                sql.push(c);
-            }
-        }
-        self.sql.push(sql);
-    }
-
-    /// `WHERE ... ORDER BY id DESC LIMIT $N`, the limit being the last argument.
-    fn newest_first(mut self, limit: i64) -> (String, Vec<Value>) {
-        let filter = if self.sql.is_empty() {
-            String::new()
-        } else {
-            format!("WHERE {}", self.sql.join(" AND "))
-        };
-        self.args.push(limit.into());
-        let sql = format!("{filter} ORDER BY id DESC LIMIT ${}", self.args.len());
-        (sql, self.args)
-    }
-}
-
 pub(crate) async fn search_calls(
     pool: &Pool,
     search: &CallSearch,
@@ -128,41 +93,7 @@ pub(crate) async fn search_calls(
 
 /// The statement that finds the calls of `search`, with its arguments.
 fn calls_statement(search: &CallSearch) -> (String, Vec<Value>) {
-    let mut c = Conditions::default();
-    if let Some(id) = search.call_id {
-        c.push("id = ?", [Value::from(id)]);
-    }
-    if let Some(room) = &search.room {
-        let pattern = format!("%{}%", like_escaped(room));
-        c.push(r"room_name LIKE ? ESCAPE '\'", [Value::from(pattern)]);
-    }
-    if let Some(phone) = &search.phone {
-        // Each number has an index of its own (the dashboard's migration): a union of
-        // two index ranges, where a pattern would read every call's state.
-        let (from, to) = phone_range(phone);
-        c.push(
-            &format!(
-                "id IN (SELECT id FROM calls WHERE {SIP_PHONE} >= ? AND {SIP_PHONE} < ?
-                        UNION ALL
-                        SELECT id FROM calls WHERE {METADATA_PHONE} >= ? AND {METADATA_PHONE} < ?)"
-            ),
-            [from.clone(), to.clone(), from, to].map(Value::from),
-        );
-    }
-    if let Some(slug) = &search.slug {
-        c.push("call_slug = ?", [Value::from(slug.clone())]);
-    }
-    if let Some(since) = search.since_ms {
-        c.push("created_at >= ?", [Value::from(since)]);
-    }
-    if let Some(until) = search.until_ms {
-        c.push("created_at < ?", [Value::from(until)]);
-    }
-    if let Some(before) = search.before_id {
-        c.push("id < ?", [Value::from(before)]);
-    }
-    let (filter, args) = c.newest_first(search.limit);
-    (format!("SELECT {CALL} FROM calls {filter}"), args)
+    values(filter::calls(search, &DIALECT))
 }
 
 pub(crate) async fn search_deliveries(
@@ -175,24 +106,18 @@ pub(crate) async fn search_deliveries(
 
 /// The statement that finds the deliveries of `search`, with its arguments.
 fn deliveries_statement(search: &DeliverySearch) -> (String, Vec<Value>) {
-    let mut c = Conditions::default();
-    if let Some(status) = &search.status {
-        c.push("status = ?", [Value::from(status.clone())]);
-    }
-    if let Some(workflow) = search.workflow_id {
-        c.push("workflow_id = ?", [Value::from(workflow)]);
-    }
-    if let Some(since) = search.since_ms {
-        c.push("created_at >= ?", [Value::from(since)]);
-    }
-    if let Some(until) = search.until_ms {
-        c.push("created_at < ?", [Value::from(until)]);
-    }
-    if let Some(before) = search.before_id {
-        c.push("id < ?", [Value::from(before)]);
-    }
-    let (filter, args) = c.newest_first(search.limit);
-    (format!("SELECT {DELIVERY} FROM outbox {filter}"), args)
+    values(filter::deliveries(search))
+}
+
+fn values((sql, args): (String, Vec<Arg>)) -> (String, Vec<Value>) {
+    let args = args
+        .into_iter()
+        .map(|arg| match arg {
+            Arg::Int(v) => Value::from(v),
+            Arg::Text(v) => Value::from(v),
+        })
+        .collect();
+    (sql, args)
 }
 
 pub(crate) async fn count_failed(
