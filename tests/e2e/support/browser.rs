@@ -111,15 +111,24 @@ impl Browser {
             .map_or(0, |all| all.len())
     }
 
-    /// The text of the first element matching `css`, once there is one.
+    /// The text of the first element matching `css`, once there is one. A page whose
+    /// content changed is refreshed in place, which may replace the element between
+    /// finding and reading it: then it is found again.
     pub async fn text(&self, css: &str) -> String {
-        let found = self
-            .client
-            .wait()
-            .for_element(Locator::Css(css))
-            .await
-            .unwrap_or_else(|e| panic!("no {css} on the page: {e}"));
-        found.text().await.expect("an element's text")
+        let mut tries = 3;
+        loop {
+            let found = self
+                .client
+                .wait()
+                .for_element(Locator::Css(css))
+                .await
+                .unwrap_or_else(|e| panic!("no {css} on the page: {e}"));
+            match found.text().await {
+                Ok(text) => return text,
+                Err(e) if tries == 0 => panic!("cannot read {css}: {e}"),
+                Err(_) => tries -= 1,
+            }
+        }
     }
 
     pub async fn close(self) {

@@ -1,5 +1,6 @@
 // Keeps an open dashboard page current: every few seconds the page is fetched again
-// and its main part replaced, unless the operator is typing in it or it is hidden.
+// and its main part replaced when it changed, unless the operator is typing in it or it
+// is hidden.
 // Pages work the same without it (reload to refresh).
 "use strict";
 (function () {
@@ -7,6 +8,9 @@
   var main = document.getElementById("live");
   var stamp = document.getElementById("updated");
   if (!main || main.dataset.live !== "on" || !window.fetch || !window.DOMParser) return;
+  // The main part as the server last sent it: an unchanged page is left alone, so a
+  // button about to be pressed or a selection is not swapped out from under the operator.
+  var shown = main.innerHTML;
 
   function busy() {
     var active = document.activeElement;
@@ -29,7 +33,8 @@
       })
       .then(function (text) {
         var next = new DOMParser().parseFromString(text, "text/html").getElementById("live");
-        if (next && !busy()) {
+        if (next && next.innerHTML !== shown && !busy()) {
+          shown = next.innerHTML;
           var open = openDetails();
           main.replaceChildren.apply(main, Array.prototype.slice.call(document.importNode(next, true).childNodes));
           var details = main.querySelectorAll("details");
